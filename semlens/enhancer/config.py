@@ -1,0 +1,83 @@
+"""The enhancer's configuration: a dataclass that round-trips to JSON and is saved with weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+__all__ = ["EnhancerConfig", "PRESETS"]
+
+
+@dataclass(frozen=True)
+class EnhancerConfig:
+    """Hyper-parameters of :class:`~semlens.enhancer.PixelEnhancer`.
+
+    ``instance_dim`` and ``global_dim`` are the token sizes of the extractor the network is paired
+    with (the network projects them to ``token_dim``). ``use_image``, ``use_gps`` and ``use_isee``
+    switch the paper's three parts off one at a time for ablations.
+    """
+
+    scale: int = 4
+    channels: int = 32
+    extract_blocks: int = 1
+    backward_blocks: int = 2
+    forward_blocks: int = 2
+    radius: int = 2
+    align_dim: int = 16
+    token_dim: int = 32
+    heads: int = 2
+    instance_dim: int = 8
+    global_dim: int = 8
+    use_image: bool = True
+    use_gps: bool = True
+    use_isee: bool = True
+
+    def __post_init__(self) -> None:
+        if self.scale not in (2, 3, 4):
+            raise ValueError(f"scale must be 2, 3 or 4, got {self.scale}")
+        if self.token_dim % self.heads:
+            raise ValueError(f"token_dim {self.token_dim} is not divisible by heads {self.heads}")
+        for name in ("channels", "radius", "align_dim", "token_dim", "instance_dim", "global_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def size_multiple(self) -> int:
+        """Frames are padded to a multiple of this (the network never downsamples, so 1)."""
+        return 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EnhancerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown enhancer config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EnhancerConfig:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> EnhancerConfig:
+        """A named configuration (``tiny`` for CPUs, ``base`` for GPUs) with overrides."""
+        try:
+            base = PRESETS[name]
+        except KeyError:
+            raise ValueError(f"unknown enhancer preset {name!r}; choose from {', '.join(PRESETS)}") from None
+        return replace(base, **overrides)
+
+
+PRESETS: dict[str, EnhancerConfig] = {
+    "tiny": EnhancerConfig(channels=32, extract_blocks=1, backward_blocks=1, forward_blocks=2, radius=2,
+                           align_dim=16, token_dim=32, heads=2),
+    "base": EnhancerConfig(channels=128, extract_blocks=4, backward_blocks=8, forward_blocks=8, radius=3,
+                           align_dim=32, token_dim=64, heads=4),
+}

@@ -1,0 +1,96 @@
+"""IMAGE: Implicit Masked Attention Guided pre-alignment.
+
+A supporting frame's features are coarsely warped onto the reference frame without optical flow:
+every reference pixel queries the supporting frame's pixels inside a ``(2r + 1)^2`` search window
+around the same position and takes the attention-weighted mix of their values. The attention is
+masked by instance membership: a pixel of instance ``k`` only looks at pixels of instance ``k`` in the
+other frame (background only at background), so motion of one object cannot drag in the pixels of
+another. When no pixel of the window shares the query's instance the mask is lifted for that pixel
+(it falls back to plain local attention).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ImplicitMaskedAlignment"]
+
+_MASKED = -1.0e4  # exp(-1e4) is exactly 0 in float32: masked positions get no weight at all
+
+
+class ImplicitMaskedAlignment(nn.Module):
+    """Masked local attention that aligns a supporting frame to a reference frame.
+
+    Args:
+        channels: channels of the features used for matching.
+        align_dim: size of the query/key projection.
+        radius: search radius ``r`` in pixels (the window is ``2r + 1`` pixels wide).
+    """
+
+    def __init__(self, channels: int, align_dim: int, radius: int) -> None:
+        super().__init__()
+        self.radius = radius
+        self.query = nn.Conv2d(channels, align_dim, 1)
+        self.key = nn.Conv2d(channels, align_dim, 1)
+        # A learned prior over displacements (initialised to prefer small motion).
+        ys, xs = torch.meshgrid(torch.arange(-radius, radius + 1), torch.arange(-radius, radius + 1), indexing="ij")
+        dist2 = (ys**2 + xs**2).float().flatten()
+        self.position_bias = nn.Parameter(-0.5 * dist2 / max(radius, 1))
+        self.scale = 1.0 / math.sqrt(align_dim)
+
+    def _shifts(self) -> list[tuple[int, int]]:
+        r = self.radius
+        return [(dy, dx) for dy in range(2 * r + 1) for dx in range(2 * r + 1)]
+
+    def forward(
+        self,
+        reference: Tensor,
+        support: Tensor,
+        value: Tensor,
+        reference_ids: Tensor | None = None,
+        support_ids: Tensor | None = None,
+    ) -> Tensor:
+        """Align ``value`` (laid out like ``support``) to ``reference``.
+
+        Args:
+            reference: ``(B, C, h, w)`` features of the reference frame (queries).
+            support: ``(B, C, h, w)`` features of the supporting frame (keys).
+            value: ``(B, Cv, h, w)`` what to warp, in the supporting frame's geometry.
+            reference_ids, support_ids: ``(B, h, w)`` int instance ids (0 = background), or
+                ``None`` for unmasked attention.
+
+        Returns:
+            ``(B, Cv, h, w)``: ``value`` aligned to the reference frame.
+        """
+        b, _, h, w = reference.shape
+        r = self.radius
+        pad = (r, r, r, r)
+        q = self.query(reference) * self.scale  # (B, A, h, w)
+        keys = F.pad(self.key(support), pad)
+        # One displacement at a time: no (K x C x h x w) tensor is ever materialised.
+        logits = torch.stack(
+            [(q * keys[:, :, dy:dy + h, dx:dx + w]).sum(dim=1) for dy, dx in self._shifts()], dim=1
+        )  # (B, K, h, w)
+        logits = logits + self.position_bias.to(logits.dtype)[None, :, None, None]
+
+        # Positions outside the frame never take part.
+        inside = F.pad(torch.ones(1, 1, h, w, dtype=torch.bool, device=q.device), pad)
+        allowed = torch.stack([inside[:, 0, dy:dy + h, dx:dx + w] for dy, dx in self._shifts()], dim=1)
+        allowed = allowed.expand(b, -1, -1, -1)
+        if reference_ids is not None and support_ids is not None:
+            sup = F.pad(support_ids, pad, value=-1)  # -1 matches no instance
+            same = torch.stack([sup[:, dy:dy + h, dx:dx + w] == reference_ids for dy, dx in self._shifts()], dim=1)
+            same = same & allowed
+            has_match = same.any(dim=1, keepdim=True)
+            allowed = torch.where(has_match, same, allowed)
+        logits = logits.masked_fill(~allowed, _MASKED)
+        attn = torch.softmax(logits, dim=1)  # (B, K, h, w)
+        values = F.pad(value, pad)
+        out = value.new_zeros(value.shape)
+        for k, (dy, dx) in enumerate(self._shifts()):
+            out.addcmul_(attn[:, k:k + 1], values[:, :, dy:dy + h, dx:dx + w])
+        return out

@@ -1,0 +1,102 @@
+"""ISEE: the Instance-Specific Semantic Embedding Encoder.
+
+Pixels attend to the window's instance tokens plus the scene token (multi-head cross-attention),
+with a learned bias towards the token of the pixel's own instance, and the tokens are updated from
+the pixels of their instance in return (two-way). Before that, the tokens of each instance are
+aggregated along its track over the whole window (its *event*), so what is known about an instance
+in any frame of the window reaches its pixels in every frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["EventAggregator", "InstanceSpecificSemanticEmbedding"]
+
+_MASKED = -1.0e4
+
+
+class EventAggregator(nn.Module):
+    """Builds per-frame instance tokens that carry their whole event (track) over the window.
+
+    ``tokens`` ``(B, T, N, D)`` projected instance tokens and ``valid`` ``(B, T, N)`` give
+    ``(B, T, N, D)``: each frame's token plus an MLP of the track's mean token over its valid frames.
+    """
+
+    def __init__(self, token_dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2 * token_dim, token_dim), nn.GELU(), nn.Linear(token_dim, token_dim))
+
+    def forward(self, tokens: Tensor, valid: Tensor) -> Tensor:
+        weights = valid.to(tokens.dtype).unsqueeze(-1)  # (B, T, N, 1)
+        count = weights.sum(dim=1, keepdim=True).clamp_min(1.0)
+        event = (tokens * weights).sum(dim=1, keepdim=True) / count  # (B, 1, N, D)
+        event = event.expand_as(tokens)
+        return tokens + self.mlp(torch.cat([tokens, event], dim=-1)) * weights
+
+
+class InstanceSpecificSemanticEmbedding(nn.Module):
+    """Two-way cross-attention between pixel features and instance/scene tokens.
+
+    Args:
+        channels: pixel feature channels ``C``.
+        token_dim: token size ``D`` (divisible by ``heads``).
+        heads: attention heads.
+    """
+
+    def __init__(self, channels: int, token_dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = token_dim // heads
+        self.query = nn.Conv2d(channels, token_dim, 1)
+        self.key = nn.Linear(token_dim, token_dim)
+        self.value = nn.Linear(token_dim, token_dim)
+        self.out = nn.Conv2d(token_dim, channels, 1)
+        nn.init.normal_(self.out.weight, std=1e-2)
+        nn.init.zeros_(self.out.bias)
+        self.own_bias = nn.Parameter(torch.full((heads,), 2.0))
+        self.token_update = nn.Sequential(nn.Linear(channels + token_dim, token_dim), nn.GELU(),
+                                          nn.Linear(token_dim, token_dim))
+        self.norm = nn.LayerNorm(token_dim)
+
+    def forward(self, x: Tensor, tokens: Tensor, valid: Tensor, ids: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One frame.
+
+        Args:
+            x: ``(B, C, h, w)`` pixel features.
+            tokens: ``(B, 1 + N, D)``: the scene token first, then the instance slots.
+            valid: ``(B, 1 + N)`` bool (the scene token is always valid).
+            ids: ``(B, h, w)`` int instance ids (0 = scene/background, k = slot k), or ``None``.
+
+        Returns:
+            The updated features ``(B, C, h, w)`` and tokens ``(B, 1 + N, D)``.
+        """
+        b, c, h, w = x.shape
+        n1 = tokens.shape[1]
+        normed = self.norm(tokens)
+        q = self.query(x).view(b, self.heads, self.head_dim, h * w).transpose(2, 3)  # (B, H, hw, d)
+        k = self.key(normed).view(b, n1, self.heads, self.head_dim).permute(0, 2, 3, 1)  # (B, H, d, N1)
+        v = self.value(normed).view(b, n1, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N1, d)
+        logits = torch.matmul(q, k) / math.sqrt(self.head_dim)  # (B, H, hw, N1)
+        if ids is not None:
+            own = F.one_hot(ids.clamp(0, n1 - 1).flatten(1), n1).to(x.dtype)  # (B, hw, N1)
+        else:
+            own = torch.zeros(b, h * w, n1, dtype=x.dtype, device=x.device)
+            own[:, :, 0] = 1
+        logits = logits + self.own_bias.to(x.dtype)[None, :, None, None] * own[:, None]
+        logits = logits.masked_fill(~valid[:, None, None, :], _MASKED)
+        attn = torch.softmax(logits, dim=-1)
+        mixed = torch.matmul(attn, v).transpose(2, 3).reshape(b, self.heads * self.head_dim, h, w)
+        x = x + self.out(mixed)
+
+        # Tokens <- their own pixels (mask pooling); the scene token pools the background.
+        area = own.sum(dim=1)  # (B, N1)
+        pooled = torch.einsum("bpn,bcp->bnc", own, x.flatten(2)) / area.clamp_min(1.0).unsqueeze(-1)
+        update = self.token_update(torch.cat([pooled, normed], dim=-1))
+        present = (area > 0) & valid
+        tokens = tokens + update * present.unsqueeze(-1).to(x.dtype)
+        return x, tokens

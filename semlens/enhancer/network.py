@@ -1,0 +1,151 @@
+"""The Pixel Enhancer: Semantic Lens's restoration network."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from semlens.enhancer.blocks import residual_stack
+from semlens.enhancer.config import EnhancerConfig
+from semlens.enhancer.image import ImplicitMaskedAlignment
+from semlens.enhancer.isee import EventAggregator
+from semlens.enhancer.space import SPACEBlock
+from semlens.semantics.types import Semantics
+
+__all__ = ["PixelEnhancer"]
+
+
+class _Direction(nn.Module):
+    """One propagation direction: IMAGE alignment of the previous hidden state, fusion, K SPACE blocks."""
+
+    def __init__(self, config: EnhancerConfig, inputs: int, blocks: int) -> None:
+        super().__init__()
+        c = config.channels
+        self.align = ImplicitMaskedAlignment(c, config.align_dim, config.radius) if config.use_image else None
+        self.fuse = nn.Conv2d(inputs * c, c, 1)
+        self.blocks = nn.ModuleList(
+            SPACEBlock(c, config.token_dim, config.heads, config.use_gps, config.use_isee) for _ in range(blocks)
+        )
+
+
+class PixelEnhancer(nn.Module):
+    """Restores a window of low-resolution frames through instance-centric semantic alignment.
+
+    Call contract: ``frames`` ``(B, T, 3, h, w)`` float RGB in [0, 1] and the window's
+    :class:`~semlens.semantics.Semantics` (or ``None`` when there is no extractor) give
+    ``(B, T, 3, s*h, s*w)`` float RGB (not clamped). Any ``h, w >= 1`` and ``T >= 1``.
+
+    Structure: shallow features per frame -> backward then forward propagation over the window
+    (each step: IMAGE aligns the neighbour's hidden state to this frame, a 1x1 fusion, K SPACE
+    blocks = GPS + ISEE + residual block) -> reconstruction (conv, pixel shuffle) + the bilinearly
+    upsampled input.
+    """
+
+    def __init__(self, config: EnhancerConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, d = config.channels, config.token_dim
+        self.extract = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
+                                     residual_stack(c, config.extract_blocks))
+        self.instance_proj = nn.Linear(config.instance_dim, d)
+        self.scene_proj = nn.Linear(config.global_dim, d)
+        self.scene_default = nn.Parameter(torch.zeros(d))
+        self.events = EventAggregator(d)
+        self.backward_branch = _Direction(config, 2, config.backward_blocks)
+        self.forward_branch = _Direction(config, 3, config.forward_blocks)
+        s = config.scale
+        self.upsample = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(c, 3 * s * s, 3, padding=1), nn.PixelShuffle(s),
+        )
+        self.act = nn.LeakyReLU(0.1, inplace=True)
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    def _tokens(self, semantics: Semantics | None, b: int, t: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Scene + instance tokens ``(B, T, 1 + N, D)`` and their validity ``(B, T, 1 + N)``."""
+        if semantics is None:
+            tokens = self.scene_default.to(like.dtype).expand(b, t, 1, -1)
+            return tokens, torch.ones(b, t, 1, dtype=torch.bool, device=like.device)
+        inst = self.instance_proj(semantics.instance_tokens.to(like.dtype))
+        inst = self.events(inst, semantics.valid)
+        scene = (self.scene_proj(semantics.global_tokens.to(like.dtype)) + self.scene_default.to(like.dtype)).unsqueeze(2)
+        ones = torch.ones(b, t, 1, dtype=torch.bool, device=like.device)
+        return torch.cat([scene, inst], dim=2), torch.cat([ones, semantics.valid.bool()], dim=2)
+
+    def _check(self, frames: Tensor, semantics: Semantics | None) -> None:
+        if frames.dim() != 5 or frames.shape[2] != 3:
+            raise ValueError(f"frames must be (B, T, 3, h, w), got {tuple(frames.shape)}")
+        if semantics is not None:
+            b, t, _, h, w = frames.shape
+            if tuple(semantics.masks.shape) != (b, t, h, w):
+                raise ValueError(f"semantics masks {tuple(semantics.masks.shape)} do not match frames {(b, t, h, w)}")
+            if semantics.instance_tokens.shape[-1] != self.config.instance_dim:
+                raise ValueError(f"instance tokens have {semantics.instance_tokens.shape[-1]} dims, the network "
+                                 f"expects {self.config.instance_dim} (a model trained with another extractor?)")
+            if semantics.global_tokens.shape[-1] != self.config.global_dim:
+                raise ValueError(f"global tokens have {semantics.global_tokens.shape[-1]} dims, the network "
+                                 f"expects {self.config.global_dim} (a model trained with another extractor?)")
+
+    def _step(self, branch: _Direction, inputs: list[Tensor], tokens: Tensor, valid: Tensor,
+              ids: Tensor | None, semantic: bool) -> tuple[Tensor, Tensor]:
+        x = self.act(branch.fuse(torch.cat(inputs, dim=1)))
+        for block in branch.blocks:
+            x, tokens = block(x, tokens, valid, ids, semantic)
+        return x, tokens
+
+    def _aligned(self, branch: _Direction, ref: Tensor, sup: Tensor, hidden: Tensor,
+                 ref_ids: Tensor | None, sup_ids: Tensor | None) -> Tensor:
+        if branch.align is None:
+            return hidden
+        return branch.align(ref, sup, hidden, ref_ids, sup_ids)
+
+    def forward(self, frames: Tensor, semantics: Semantics | None = None) -> Tensor:
+        self._check(frames, semantics)
+        b, t, _, h, w = frames.shape
+        c = self.config.channels
+        flat = frames.reshape(b * t, 3, h, w)
+        feats = self.extract(flat).view(b, t, c, h, w)
+        tokens, valid = self._tokens(semantics, b, t, feats)
+        ids = semantics.masks if semantics is not None else None
+        semantic = semantics is not None
+        masked_ids = ids if (ids is not None and self.config.use_image) else None
+
+        def frame_ids(i: int) -> Tensor | None:
+            return None if ids is None else ids[:, i]
+
+        def align_ids(i: int) -> Tensor | None:
+            return None if masked_ids is None else masked_ids[:, i]
+
+        # Backward propagation (last frame to first).
+        backward: list[Tensor] = [feats[:, 0]] * t
+        hidden = feats.new_zeros(b, c, h, w)
+        memory = torch.zeros_like(tokens[:, 0])
+        for i in reversed(range(t)):
+            aligned = hidden if i == t - 1 else self._aligned(
+                self.backward_branch, feats[:, i], feats[:, i + 1], hidden, align_ids(i), align_ids(i + 1))
+            x, tok = self._step(self.backward_branch, [feats[:, i], aligned], tokens[:, i] + memory,
+                                valid[:, i], frame_ids(i), semantic)
+            memory = tok - tokens[:, i]
+            backward[i] = hidden = x
+
+        # Forward propagation (first frame to last), seeing the backward state of each frame.
+        outputs: list[Tensor] = []
+        hidden = feats.new_zeros(b, c, h, w)
+        for i in range(t):
+            aligned = hidden if i == 0 else self._aligned(
+                self.forward_branch, feats[:, i], feats[:, i - 1], hidden, align_ids(i), align_ids(i - 1))
+            x, tok = self._step(self.forward_branch, [feats[:, i], aligned, backward[i]], tokens[:, i] + memory,
+                                valid[:, i], frame_ids(i), semantic)
+            memory = tok - tokens[:, i]
+            outputs.append(x)
+            hidden = x
+
+        hidden_all = torch.stack(outputs, dim=1).reshape(b * t, c, h, w)
+        s = self.config.scale
+        base = F.interpolate(flat, scale_factor=s, mode="bilinear", align_corners=False)
+        out = self.upsample(hidden_all) + base
+        return out.view(b, t, 3, s * h, s * w)

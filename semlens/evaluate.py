@@ -1,0 +1,139 @@
+"""Evaluation: degrade high-resolution clips with BI, upscale, and score PSNR / SSIM on Y.
+
+Every clip is read as HR, cropped to a multiple of the scale, degraded with the standard bicubic
+("BI") kernel to 8-bit LR frames, and upscaled by the model and by the bicubic and Lanczos
+baselines; scores are computed on BT.601 luma with ``scale`` pixels cropped at each border.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from semlens.errors import InputNotFoundError, NothingToDoError
+from semlens.metrics import psnr_y, ssim_y
+from semlens.train.degrade import bicubic_degrade
+
+__all__ = ["Upscale", "ClipScore", "bicubic_frames", "lanczos_frames", "evaluate_clip", "evaluate", "find_clips"]
+
+Upscale = Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
+"""A method: an iterable of LR ``(h, w, 3)`` uint8 frames -> an iterator of SR frames, in order."""
+
+
+def bicubic_frames(scale: int) -> Upscale:
+    """Bicubic upscaling (PyTorch, ``align_corners=False``), rounded to uint8."""
+
+    def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for frame in frames:
+            x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+            y = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+            yield (y[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+    return run
+
+
+def lanczos_frames(scale: int) -> Upscale:
+    """Lanczos upscaling (Pillow)."""
+
+    def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for frame in frames:
+            h, w = frame.shape[:2]
+            yield np.asarray(Image.fromarray(frame).resize((w * scale, h * scale), Image.Resampling.LANCZOS))
+
+    return run
+
+
+@dataclass
+class ClipScore:
+    """Mean PSNR / SSIM (Y) over the frames of one clip, per method."""
+
+    clip: str
+    frames: int
+    psnr: dict[str, float] = field(default_factory=dict)
+    ssim: dict[str, float] = field(default_factory=dict)
+
+
+def _degraded(hr_frames: Iterable[np.ndarray], scale: int, keep: deque[np.ndarray]) -> Iterator[np.ndarray]:
+    for frame in hr_frames:
+        h, w = (frame.shape[0] // scale) * scale, (frame.shape[1] // scale) * scale
+        hr = frame[:h, :w]
+        keep.append(hr)
+        x = torch.from_numpy(np.ascontiguousarray(hr)).permute(2, 0, 1).float() / 255
+        lr = bicubic_degrade(x, scale)
+        yield (lr * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def evaluate_clip(name: str, hr_frames: Callable[[], Iterable[np.ndarray]], scale: int,
+                  methods: dict[str, Upscale]) -> ClipScore:
+    """Score each method on one clip. ``hr_frames`` is called once per method and must give the
+    same uint8 frames each time; frames are streamed (only a window of them is in memory)."""
+    score = ClipScore(clip=name, frames=0)
+    for method, upscale in methods.items():
+        keep: deque[np.ndarray] = deque()
+        psnrs, ssims = [], []
+        for sr in upscale(_degraded(hr_frames(), scale, keep)):
+            hr = keep.popleft()
+            a = torch.from_numpy(np.ascontiguousarray(sr)).permute(2, 0, 1).float() / 255
+            b = torch.from_numpy(np.ascontiguousarray(hr)).permute(2, 0, 1).float() / 255
+            psnrs.append(psnr_y(a, b, crop=scale))
+            ssims.append(ssim_y(a, b, crop=scale))
+        score.frames = len(psnrs)
+        score.psnr[method] = float(np.mean(psnrs))
+        score.ssim[method] = float(np.mean(ssims))
+    return score
+
+
+def find_clips(path: Path) -> list[Path]:
+    """A video file, an image folder, or a folder of videos -> the clips to evaluate."""
+    from semlens.io import is_image_folder
+    from semlens.upscaler import find_videos
+
+    if not path.exists():
+        raise InputNotFoundError(f"{str(path)!r} does not exist")
+    if path.is_file():
+        return [path]
+    videos = find_videos(path)
+    if videos:
+        return videos
+    if is_image_folder(path):
+        return [path]
+    raise NothingToDoError(f"no videos or images found in {str(path)!r}")
+
+
+def _reader(path: Path, max_frames: int | None) -> Callable[[], Iterator[np.ndarray]]:
+    from semlens.io import open_source
+
+    def frames() -> Iterator[np.ndarray]:
+        with open_source(path) as reader:
+            for i, frame in enumerate(reader):
+                if max_frames is not None and i >= max_frames:
+                    return
+                image = frame.image
+                if image.dtype != np.uint8:
+                    image = (image >> 8).astype(np.uint8)
+                yield image
+
+    return frames
+
+
+def evaluate(paths: list[Path], scale: int, methods: dict[str, Upscale], max_frames: int | None = None,
+             on_clip: Callable[[ClipScore], None] | None = None) -> dict:
+    """Evaluate ``methods`` on every clip; returns ``{"scale", "clips": [...], "mean": {...}}``."""
+    clips = []
+    for path in paths:
+        score = evaluate_clip(path.name, _reader(path, max_frames), scale, methods)
+        clips.append(score)
+        if on_clip is not None:
+            on_clip(score)
+    mean = {
+        "psnr": {m: float(np.mean([c.psnr[m] for c in clips])) for m in methods},
+        "ssim": {m: float(np.mean([c.ssim[m] for c in clips])) for m in methods},
+    }
+    return {"scale": scale, "clips": [asdict(c) for c in clips], "mean": mean}

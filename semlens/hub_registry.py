@@ -1,0 +1,208 @@
+"""The model registry: every model semlens knows by name, described once, in one place.
+
+A :class:`ModelSpec` pins everything needed to fetch, verify and build a model (the approach of
+timm's ``PretrainedCfg`` and sam2's ``HF_MODEL_ID_TO_FILENAMES``): the network's configuration,
+the extractor it was trained with, the recommended window, and where the weights live (a file
+bundled in the package data ``semlens.weights`` and/or a Hugging Face repo pinned to a revision,
+with the file's sha256).
+
+All specs are created by :func:`_register_all`; nothing else adds to the registry. The registry is
+built on first use, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from semlens.errors import ModelNotFoundError
+
+__all__ = [
+    "ModelSpec",
+    "DEFAULT_MODEL",
+    "SAM_REPO_ID",
+    "registry",
+    "get_spec",
+    "sam_spec",
+    "known_names",
+]
+
+#: The model :meth:`SemanticLensUpscaler.from_pretrained` uses when none is named.
+DEFAULT_MODEL = "semlens-tiny-x4"
+
+#: Hub mirror of the official Segment Anything checkpoints (folder ``checkpoints/``).
+SAM_REPO_ID = "ybelkada/segment-anything"
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+Kind = Literal["enhancer", "extractor"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to fetch, verify and build one named model.
+
+    ``kind`` is ``"enhancer"`` for upscaling models (a :class:`~semlens.enhancer.PixelEnhancer`)
+    and ``"extractor"`` for extractor weights (the SAM checkpoints). For an enhancer, ``enhancer``
+    is the ``EnhancerConfig.to_dict()`` of the network and ``extractor`` the extractor it was
+    trained with; for a SAM checkpoint, ``variant`` is the ``segment_anything.sam_model_registry``
+    type (``"vit_b"``) and ``extractor`` the extractor name that uses it (``"sam-vit-b"``).
+
+    Weights live in a file bundled with the package (``bundled``: a file name inside the package
+    data ``semlens.weights``) and/or on the Hugging Face Hub (``repo_id`` + ``revision`` +
+    ``filename``). ``sha256`` (hex) and ``size`` (bytes) are checked when known.
+    """
+
+    name: str
+    kind: Kind
+    description: str
+    scale: int | None = None
+    enhancer: Mapping[str, Any] | None = field(default=None, hash=False)
+    extractor: str = "lite"
+    window: int = 12
+    overlap: int = 2
+    bundled: str | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+    filename: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    variant: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"model name {self.name!r} must be lowercase letters, digits, '.', '_' or '-'")
+        if self.kind not in ("enhancer", "extractor"):
+            raise ValueError(f"{self.name}: kind must be 'enhancer' or 'extractor', got {self.kind!r}")
+        if self.kind == "enhancer":
+            if self.enhancer is None or self.scale is None:
+                raise ValueError(f"{self.name}: an enhancer spec needs 'scale' and 'enhancer'")
+            if self.enhancer.get("scale") != self.scale:
+                raise ValueError(f"{self.name}: scale {self.scale} differs from the network's {self.enhancer.get('scale')}")
+            # A read-only view, so the frozen spec cannot be changed through its config.
+            object.__setattr__(self, "enhancer", MappingProxyType(dict(self.enhancer)))
+        elif self.variant is None:
+            raise ValueError(f"{self.name}: an extractor spec needs 'variant'")
+        if self.window < 1 or not 0 <= self.overlap < self.window:
+            raise ValueError(f"{self.name}: need window >= 1 and 0 <= overlap < window")
+        if self.bundled is None and self.repo_id is None:
+            raise ValueError(f"{self.name}: weights must be bundled or on the Hub")
+        if self.repo_id is not None:
+            if not self.filename or not self.revision:
+                raise ValueError(f"{self.name}: a Hub location needs 'filename' and 'revision'")
+            if not _COMMIT_RE.match(self.revision) and self.sha256 is None:
+                raise ValueError(f"{self.name}: an unpinned revision ({self.revision!r}) needs a sha256")
+        if self.sha256 is not None and not _SHA256_RE.match(self.sha256):
+            raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits")
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the weights can be downloaded from the Hub."""
+        return self.repo_id is not None
+
+    def enhancer_dict(self) -> dict[str, Any]:
+        """The network configuration as a plain dict (for ``EnhancerConfig.from_dict``)."""
+        if self.enhancer is None:
+            raise ValueError(f"{self.name} is not an enhancer model")
+        return dict(self.enhancer)
+
+
+_REGISTRY: dict[str, ModelSpec] | None = None
+
+
+def _register_all() -> dict[str, ModelSpec]:
+    """Create every spec. This is the one place where models are registered."""
+    from semlens.enhancer.config import EnhancerConfig
+    from semlens.semantics.registry import extractor_dims
+
+    lite_dims = extractor_dims("lite")
+
+    def tiny(scale: int) -> ModelSpec:
+        # Trained with the weight-free "lite" extractor; the weights are produced by semlens.train
+        # and shipped in the package (weights/ in the repo). No Hub copy exists yet: once one is
+        # pushed (`semlens export ... --push`), add repo_id + the commit + filename + sha256 here.
+        return ModelSpec(
+            name=f"semlens-tiny-x{scale}",
+            kind="enhancer",
+            description=f"Tiny Semantic Lens network (x{scale}), CPU friendly, lite extractor",
+            scale=scale,
+            # Built exactly as semlens.train builds it (preset + the extractor's token sizes).
+            enhancer=EnhancerConfig.preset("tiny", scale=scale, instance_dim=lite_dims[0], global_dim=lite_dims[1]).to_dict(),
+            extractor="lite",
+            window=12,
+            overlap=2,
+            bundled=f"semlens-tiny-x{scale}.safetensors",
+        )
+
+    def sam(variant: str, filename: str, size: int | None, sha256: str) -> ModelSpec:
+        letter = variant.split("_")[1]
+        return ModelSpec(
+            name=f"sam-vit-{letter}",
+            kind="extractor",
+            description=f"Segment Anything ViT-{letter.upper()} checkpoint (official, Hub mirror)",
+            extractor=f"sam-vit-{letter}",
+            variant=variant,
+            repo_id=SAM_REPO_ID,
+            # No commit of the mirror is known to us, so the branch is pinned; the sha256 (the
+            # official checkpoint's) is what guarantees the file, whatever the branch serves.
+            revision="main",
+            filename=f"checkpoints/{filename}",
+            sha256=sha256,
+            size=size,
+        )
+
+    specs = [
+        tiny(4),
+        tiny(2),
+        sam("vit_b", "sam_vit_b_01ec64.pth", 375_042_383,
+            "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+        # Only "about 1.25 GB" is known for ViT-L, so its size is not checked (the sha256 is).
+        sam("vit_l", "sam_vit_l_0b3195.pth", None,
+            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+        sam("vit_h", "sam_vit_h_4b8939.pth", 2_564_550_879,
+            "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+    ]
+    table: dict[str, ModelSpec] = {}
+    for spec in specs:
+        if spec.name in table:
+            raise ValueError(f"model {spec.name} is registered twice")
+        table[spec.name] = spec
+    return table
+
+
+def registry() -> dict[str, ModelSpec]:
+    """The registry: model name -> :class:`ModelSpec` (built on first use)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = _register_all()
+    return _REGISTRY
+
+
+def known_names(kind: Kind | None = None) -> list[str]:
+    """Registered names, optionally of one kind, in registration order."""
+    return [name for name, spec in registry().items() if kind is None or spec.kind == kind]
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered under ``name``; :class:`ModelNotFoundError` listing the known names."""
+    spec = registry().get(name)
+    if spec is None:
+        raise ModelNotFoundError(f"unknown model {name!r}; known models: {', '.join(known_names())}")
+    return spec
+
+
+def sam_spec(variant: str) -> ModelSpec:
+    """The SAM checkpoint spec of ``variant``: ``"vit_b"``, ``"vit-b"`` or ``"sam-vit-b"``."""
+    key = variant.strip().lower().replace("_", "-")
+    if not key.startswith("sam-"):
+        key = f"sam-{key}"
+    spec = registry().get(key)
+    if spec is None or spec.kind != "extractor":
+        variants = ", ".join(s.variant or "" for s in registry().values() if s.kind == "extractor")
+        raise ModelNotFoundError(f"unknown SAM variant {variant!r}; choose from {variants}")
+    return spec

@@ -1,0 +1,126 @@
+"""The streaming core: frames in, upscaled frames out, window by window.
+
+Frames are pulled from any iterable, split into shots at scene cuts, grouped into overlapping
+windows (:mod:`semlens.windows`), passed through the extractor and the enhancer, and the inner
+frames of each window are yielded in order. Only about one window of frames is held at a time,
+whatever the length of the video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from semlens.enhancer import PixelEnhancer
+from semlens.errors import InvalidInputError
+from semlens.semantics.cuts import SceneCutDetector
+from semlens.semantics.types import InstanceExtractor
+from semlens.windows import Window, WindowScheduler
+
+__all__ = ["StreamSettings", "enhance_stream", "to_tensor", "to_frames"]
+
+
+@dataclass
+class StreamSettings:
+    """How frames are processed: device, autocast dtype (``None`` = float32), window and overlap,
+    scene-cut detection, spatial tile size (``0`` = whole frames)."""
+
+    device: torch.device
+    dtype: torch.dtype | None = None
+    window: int = 12
+    overlap: int = 2
+    detect_cuts: bool = True
+    tile: int = 0
+    tile_overlap: int = 8
+
+
+def to_tensor(frames: list[np.ndarray], device: torch.device) -> tuple[Tensor, int]:
+    """``T`` frames ``(H, W, 3)`` uint8/uint16 -> ``(1, T, 3, H, W)`` float in [0, 1] on ``device``, and
+    the integer maximum (255 or 65535). The division happens on the device."""
+    stacked = np.stack(frames)
+    maxval = 65535 if stacked.dtype == np.uint16 else 255
+    if stacked.dtype == np.uint16:
+        stacked = stacked.astype(np.int32)
+    t = torch.from_numpy(stacked)
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    else:
+        t = t.to(device)
+    return t.permute(0, 3, 1, 2).unsqueeze(0).float().div_(maxval), maxval
+
+
+def to_frames(x: Tensor, maxval: int) -> list[np.ndarray]:
+    """``(T, 3, H, W)`` float -> ``T`` frames ``(H, W, 3)`` uint8 (or uint16 when ``maxval`` is 65535);
+    clamping, rounding and the integer cast happen on the tensor's device."""
+    q = x.float().clamp_(0, 1).mul_(maxval).round_()
+    q = q.to(torch.uint8) if maxval == 255 else q.to(torch.int32)
+    arrays = q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    if maxval != 255:
+        arrays = arrays.astype(np.uint16)
+    return list(arrays)
+
+
+def _check_frame(frame: np.ndarray, first: np.ndarray | None) -> np.ndarray:
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
+        shape = getattr(frame, "shape", None)
+        raise InvalidInputError(f"frames must be (H, W, 3) RGB arrays, got shape {shape}")
+    if frame.dtype not in (np.uint8, np.uint16):
+        raise InvalidInputError(f"frames must be uint8 or uint16, got {frame.dtype}")
+    if first is not None and (frame.shape != first.shape or frame.dtype != first.dtype):
+        raise InvalidInputError(f"frame size changed from {first.shape} {first.dtype} to {frame.shape} {frame.dtype}")
+    return frame
+
+
+class _WindowRunner:
+    def __init__(self, model: PixelEnhancer, extractor: InstanceExtractor, settings: StreamSettings) -> None:
+        self.model, self.extractor, self.settings = model, extractor, settings
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        s = self.settings
+        if s.dtype is None or s.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=s.device.type, dtype=s.dtype)
+
+    @torch.inference_mode()
+    def __call__(self, window: Window, frames: list[np.ndarray]) -> list[np.ndarray]:
+        x, maxval = to_tensor(frames, self.settings.device)
+        semantics = self.extractor(x)
+        with self._autocast():
+            if self.settings.tile:
+                from semlens.tiling import tiled_forward
+
+                y = tiled_forward(self.model, x, semantics, self.settings.tile, self.settings.tile_overlap)
+            else:
+                y = self.model(x, semantics)
+        first = window.emit_offset
+        emitted = y[0, first:first + (window.stop - window.start)]
+        return to_frames(emitted, maxval)
+
+
+def enhance_stream(frames: Iterable[np.ndarray], model: PixelEnhancer, extractor: InstanceExtractor,
+                   settings: StreamSettings) -> Iterator[np.ndarray]:
+    """Upscale a stream of ``(H, W, 3)`` uint8/uint16 RGB frames, yielding ``(sH, sW, 3)`` frames of the
+    same dtype, one per input frame and in order. Shots are split at scene cuts: no window spans a
+    cut and the extractor restarts at each one."""
+    run = _WindowRunner(model, extractor, settings)
+    scheduler: WindowScheduler[np.ndarray] = WindowScheduler(settings.window, settings.overlap)
+    cuts = SceneCutDetector() if settings.detect_cuts else None
+    extractor.reset()
+    first: np.ndarray | None = None
+    for frame in frames:
+        frame = _check_frame(frame, first)
+        first = frame if first is None else first
+        if cuts is not None and cuts.update(frame) and scheduler.count:
+            for window, group in scheduler.finish():
+                yield from run(window, group)
+            scheduler = WindowScheduler(settings.window, settings.overlap)
+            extractor.reset()
+        for window, group in scheduler.push(frame):
+            yield from run(window, group)
+    for window, group in scheduler.finish():
+        yield from run(window, group)

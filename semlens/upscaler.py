@@ -1,0 +1,376 @@
+"""`SemanticLensUpscaler`: the library's front door."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from semlens.enhancer import PixelEnhancer
+from semlens.errors import (
+    BatchError,
+    InputNotFoundError,
+    InvalidInputError,
+    ModelNotFoundError,
+    NothingToDoError,
+    OutputError,
+    SemlensError,
+)
+from semlens.pipeline import StreamSettings, enhance_stream
+from semlens.semantics import InstanceExtractor, build_extractor, extractor_dims
+
+__all__ = ["SemanticLensUpscaler", "UpscaleResult", "Progress", "resolve_device", "resolve_dtype",
+           "default_model_name", "output_path_for"]
+
+Progress = Callable[[int, "int | None"], None]
+"""``progress(frames_done, frames_total_or_None)``, called after every output frame."""
+
+T = TypeVar("T")
+
+# Containers that hold the default H.264 stream; other inputs are mirrored as .mkv.
+_KEEP_SUFFIX = {".mp4", ".mkv", ".mov", ".m4v", ".avi", ".ts"}
+
+
+@dataclass
+class UpscaleResult:
+    """What happened to one input: ``status`` is ``done``, ``skipped`` or ``failed``."""
+
+    input: Path
+    output: Path
+    status: str = "done"
+    frames: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    exit_code: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks the first CUDA device when there is one, else the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype | None:
+    """``auto``: float16 autocast on CUDA, float32 elsewhere. ``None`` means float32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp32": None, "float32": None, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype in (None, "auto"):
+        return torch.float16 if device.type == "cuda" else None
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16")
+    return names[dtype]
+
+
+def default_model_name(scale: int) -> str:
+    if scale not in (2, 4):
+        raise ModelNotFoundError(f"no shipped model for scale {scale}; shipped scales are 2 and 4 (or pass --model)")
+    return f"semlens-tiny-x{scale}"
+
+
+def output_path_for(relative: Path, out_dir: Path) -> Path:
+    """Where a folder run writes the upscaled copy of ``relative``: same relative path, and a .mkv
+    suffix for containers that cannot hold H.264 (.webm, .flv, .wmv, ...)."""
+    target = out_dir / relative
+    if relative.suffix.lower() not in _KEEP_SUFFIX:
+        target = target.with_suffix(".mkv")
+    return target
+
+
+def _prefetch(items: Iterable[T], size: int = 8) -> Iterator[T]:
+    """Iterate ``items`` on a background thread (decoding overlaps compute), ``size`` items ahead."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=work, name="semlens-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _is_video_path(path: Path) -> bool:
+    from semlens.io import VIDEO_EXTENSIONS
+
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+class SemanticLensUpscaler:
+    """Upscales videos, image sequences and frame iterables with a Semantic Lens model.
+
+    Build it with :meth:`from_pretrained`; then :meth:`upscale_video`, :meth:`upscale_folder` or
+    :meth:`upscale_frames`. Memory is bounded by one window of frames, whatever the video's length.
+    """
+
+    def __init__(self, model: PixelEnhancer, extractor: InstanceExtractor | str = "lite", *,
+                 device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
+                 window: int = 12, overlap: int = 2, tile: int = 0, detect_cuts: bool = True,
+                 name: str | None = None) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        if isinstance(extractor, str):
+            extractor = build_extractor(extractor)
+        want = (model.config.instance_dim, model.config.global_dim)
+        if extractor.name != "none" and (extractor.instance_dim, extractor.global_dim) != want:
+            raise ModelNotFoundError(
+                f"extractor {extractor.name!r} gives {extractor.instance_dim}-d tokens but the model expects "
+                f"{want[0]}-d; use the extractor the model was trained with")
+        self.model = model.to(self.device).eval()
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.extractor = extractor
+        self.name = name or "custom"
+        self.settings = StreamSettings(device=self.device, dtype=self.dtype, window=window, overlap=overlap,
+                                       detect_cuts=detect_cuts, tile=tile)
+        from semlens.windows import check_window
+
+        check_window(window, overlap)
+
+    @property
+    def scale(self) -> int:
+        return self.model.scale
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike[str] | None = None, *, scale: int | None = None,
+                        device: str | torch.device = "auto", dtype: str | torch.dtype | None = "auto",
+                        extractor: str | InstanceExtractor | None = None, window: int | None = None,
+                        overlap: int | None = None, tile: int = 0, detect_cuts: bool = True,
+                        compile: bool = False) -> SemanticLensUpscaler:
+        """Load a model: a registry name (``semlens-tiny-x4``), a local file or folder, or a Hugging
+        Face repo id ``user/repo[@revision]``. Without ``model``, the shipped default of ``scale``
+        (4 unless given). The extractor, window and overlap default to those the model was trained
+        and validated with."""
+        from semlens.hub import load_model
+
+        name = str(model) if model is not None else default_model_name(scale or 4)
+        loaded = load_model(name, device="cpu")
+        if scale is not None and loaded.scale != scale:
+            raise ModelNotFoundError(f"model {name!r} upscales x{loaded.scale}, not x{scale}; "
+                                     f"drop --scale or pick a x{scale} model")
+        ext = extractor if extractor is not None else loaded.extractor
+        if isinstance(ext, str):
+            dims = extractor_dims(ext)
+            if ext != "none" and dims != (loaded.config.instance_dim, loaded.config.global_dim):
+                raise ModelNotFoundError(
+                    f"model {loaded.name!r} was trained with extractor {loaded.extractor!r}; {ext!r} gives "
+                    f"other token sizes ({dims[0]}-d); use --extractor {loaded.extractor}")
+        net = loaded.model
+        if compile:
+            net = torch.compile(net)  # type: ignore[assignment]
+        return cls(net, ext, device=device, dtype=dtype, window=window or loaded.window,
+                   overlap=loaded.overlap if overlap is None else overlap, tile=tile,
+                   detect_cuts=detect_cuts, name=loaded.name)
+
+    # -- frames ----------------------------------------------------------------------------------
+    def upscale_frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Upscale an iterable of ``(H, W, 3)`` uint8 (or uint16) RGB frames; yields
+        ``(s*H, s*W, 3)`` frames of the same dtype, one per input frame, in order. The result does not
+        depend on how the iterable is chunked."""
+        return enhance_stream(frames, self.model, self.extractor, self.settings)
+
+    # -- one video ---------------------------------------------------------------------------------
+    def upscale_video(self, src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
+                      codec: str = "libx264", crf: float | None = 18, preset: str | None = "medium",
+                      pix_fmt: str | None = None, copy_audio: bool = True, overwrite: bool = False,
+                      max_frames: int | None = None, progress: Progress | None = None) -> UpscaleResult:
+        """Upscale the video file (or image folder) ``src`` into ``dst``.
+
+        ``dst`` is a video when it has a video extension, else a folder of PNG frames. Timestamps,
+        audio/subtitle streams and metadata are kept; the output appears only when complete.
+        ``max_frames`` stops early (a preview). Raises :class:`~semlens.errors.SemlensError`
+        subclasses for bad inputs and outputs.
+        """
+        from semlens.io import ImageSequenceWriter, VideoWriter, atomic_output, open_source
+
+        src, dst = Path(src), Path(dst)
+        if not src.exists():
+            raise InputNotFoundError(f"input {str(src)!r} does not exist")
+        started = time.perf_counter()
+        result = UpscaleResult(input=src, output=dst)
+        to_video = _is_video_path(dst)
+        with open_source(src) as reader:
+            info = reader.info
+            s = self.scale
+            total = info.frame_count if max_frames is None else min(info.frame_count or max_frames, max_frames)
+            with atomic_output(dst, overwrite=overwrite, source=src, is_dir=not to_video) as tmp:
+                if to_video:
+                    writer: Any = VideoWriter(tmp, width=info.width * s, height=info.height * s, source=info,
+                                              source_path=src if src.is_file() else None, codec=codec, crf=crf,
+                                              preset=preset, pix_fmt=pix_fmt, copy_audio=copy_audio)
+                else:
+                    writer = ImageSequenceWriter(tmp)
+                with writer:
+                    stamps: deque[int | None] = deque()
+
+                    def images() -> Iterator[np.ndarray]:
+                        for i, frame in enumerate(reader):
+                            if max_frames is not None and i >= max_frames:
+                                return
+                            stamps.append(frame.pts)
+                            yield frame.image
+
+                    for image in self.upscale_frames(_prefetch(images())):
+                        writer.write(image, stamps.popleft())
+                        result.frames += 1
+                        if progress is not None:
+                            progress(result.frames, total)
+                if result.frames == 0:
+                    raise InvalidInputError(f"no frame could be decoded from {str(src)!r}")
+            if getattr(reader, "truncated", False):
+                msg = f"{src.name}: the file is truncated or damaged; upscaled the {result.frames} frames that decode"
+                result.warnings.append(msg)
+                warnings.warn(msg, stacklevel=2)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    # -- folders -----------------------------------------------------------------------------------
+    def upscale_folder(self, src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
+                       skip_existing: bool = False, overwrite: bool = False, raise_on_failure: bool = False,
+                       on_start: Callable[[Path, Path], None] | None = None,
+                       on_result: Callable[[UpscaleResult], None] | None = None,
+                       progress: Progress | None = None, **video_options: Any) -> list[UpscaleResult]:
+        """Upscale every video under ``src`` (recursively) into ``dst`` with the same relative paths.
+
+        A file that fails does not stop the others: its result has ``status == "failed"`` and the
+        error message. ``skip_existing`` skips outputs that exist and are complete (same frame
+        count, upscaled size). Raises :class:`NothingToDoError` when ``src`` holds no videos, and
+        :class:`BatchError` at the end if ``raise_on_failure`` and some file failed.
+        """
+        from semlens.io import remove_stale_partials
+
+        src, dst = Path(src), Path(dst)
+        if not src.exists():
+            raise InputNotFoundError(f"input folder {str(src)!r} does not exist")
+        if not src.is_dir():
+            raise InvalidInputError(f"{str(src)!r} is not a folder")
+        videos = find_videos(src)
+        if not videos:
+            raise NothingToDoError(f"no videos found in {str(src)!r} (looked for common video extensions, recursively)")
+        src_real = src.resolve()
+        dst_real = dst.resolve()
+        results: list[UpscaleResult] = []
+        for video in videos:
+            rel = video.relative_to(src)
+            target = output_path_for(rel, dst)
+            if dst_real == src_real:
+                raise OutputError("the output folder is the input folder; choose another output folder")
+            if on_start is not None:
+                on_start(video, target)
+            try:
+                remove_stale_partials(target)
+                if target.exists() and skip_existing and is_complete_output(video, target, self.scale):
+                    result = UpscaleResult(input=video, output=target, status="skipped")
+                else:
+                    result = self.upscale_video(video, target, overwrite=overwrite or (skip_existing and target.exists()),
+                                                progress=progress, **video_options)
+            except SemlensError as exc:
+                result = UpscaleResult(input=video, output=target, status="failed", error=str(exc),
+                                       exit_code=exc.exit_code)
+            except (OSError, ValueError, RuntimeError) as exc:
+                result = UpscaleResult(input=video, output=target, status="failed",
+                                       error=f"{type(exc).__name__}: {exc}", exit_code=1)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+        failed = [r for r in results if r.status == "failed"]
+        if failed and raise_on_failure:
+            raise BatchError(f"{len(failed)} of {len(results)} videos failed (first: {failed[0].input}: {failed[0].error})")
+        return results
+
+
+def find_videos(folder: Path) -> list[Path]:
+    """Video files under ``folder`` (recursive, sorted, partial outputs and symlinks that leave the
+    folder excluded)."""
+    from semlens.io import PARTIAL_MARKER, VIDEO_EXTENSIONS
+
+    root = folder.resolve()
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if path.suffix.lower() not in VIDEO_EXTENSIONS or PARTIAL_MARKER in name:
+                continue
+            try:
+                path.resolve().relative_to(root)
+            except ValueError:
+                continue  # a link pointing out of the folder
+            found.append(path)
+    return found
+
+
+def is_complete_output(src: Path, dst: Path, scale: int) -> bool:
+    """True when ``dst`` decodes as the finished upscale of ``src``: scale times the size and the
+    same number of frames (counted from packets, without decoding)."""
+    import av
+
+    from semlens.io import probe
+
+    try:
+        a, b = probe(src), probe(dst)
+    except SemlensError:
+        return False
+    if (b.width, b.height) != (a.width * scale, a.height * scale):
+        return False
+
+    def count(path: Path) -> int:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return sum(1 for p in container.demux(stream) if p.size > 0)
+
+    try:
+        return count(src) == count(dst)
+    except (av.error.FFmpegError, OSError):
+        return False

@@ -1,0 +1,3 @@
+from semlens_cli.main import main
+
+main()

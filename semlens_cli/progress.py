@@ -1,0 +1,76 @@
+"""Progress display: a rich bar on a terminal, plain lines otherwise, nothing when quiet."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+__all__ = ["FrameProgress", "console"]
+
+
+def console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+class FrameProgress:
+    """Per-file frame progress (frames, fps, ETA) plus an overall count of files."""
+
+    def __init__(self, enabled: bool = True, interval: float = 5.0) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.interval = interval
+        self._bar: Any = None
+        self._task: Any = None
+        self._name = ""
+        self._files = 0
+        self._last = 0.0
+        self._started = 0.0
+
+    def __enter__(self) -> FrameProgress:
+        if self.enabled and self.tty:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[fps]} fps"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=console(stderr=True), transient=False)
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def start_file(self, name: str) -> None:
+        self._files += 1
+        self._name = name
+        self._started = time.perf_counter()
+        self._last = self._started
+        if self._bar is not None:
+            self._task = self._bar.add_task(f"[{self._files}] {name}", total=None, fps="-")
+
+    def update(self, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        fps = done / max(now - self._started, 1e-9)
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=done, total=total, fps=f"{fps:.2f}")
+        elif not self.tty and now - self._last >= self.interval:
+            self._last = now
+            of = f"/{total}" if total else ""
+            print(f"{self._name}: {done}{of} frames, {fps:.2f} fps", file=sys.stderr, flush=True)
+
+    def finish_file(self) -> None:
+        if self._bar is not None and self._task is not None:
+            task = self._bar.tasks[-1]
+            self._bar.update(self._task, total=task.completed)

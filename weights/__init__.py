@@ -1,0 +1,1 @@
+"""Model files shipped with semlens (safetensors weights and their model cards)."""
