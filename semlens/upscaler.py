@@ -252,17 +252,21 @@ class SemanticLensUpscaler:
                 else:
                     writer = ImageSequenceWriter(tmp)
                 with writer:
-                    stamps: deque[int | None] = deque()
+                    stamps: deque[tuple[int | None, int | None]] = deque()
 
                     def images() -> Iterator[np.ndarray]:
                         for i, frame in enumerate(reader):
                             if max_frames is not None and i >= max_frames:
                                 return
-                            stamps.append(frame.pts)
+                            stamps.append((frame.pts, frame.duration))
                             yield frame.image
 
                     for image in self.upscale_frames(_prefetch(images())):
-                        writer.write(image, stamps.popleft())
+                        pts, duration = stamps.popleft()
+                        if to_video:
+                            writer.write(image, pts, duration=duration)
+                        else:
+                            writer.write(image, pts)
                         result.frames += 1
                         if progress is not None:
                             progress(result.frames, total)

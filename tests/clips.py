@@ -103,7 +103,10 @@ def _encode_sine(out: av.container.OutputContainer, stream, seconds: float, samp
 
 def _subtitle_cues(end_seconds: float) -> list[tuple[float, float, str]]:
     half = max(end_seconds / 2, 0.01)
-    return [(0.0, half, "Hello from semlens"), (half, max(end_seconds, half + 0.01), "Second cue, with ümlauts")]
+    return [
+        (0.0, half, "Hello from semlens"),
+        (half, max(end_seconds, half + 0.01), "Second cue, with ümlauts"),
+    ]
 
 
 def make_clip(
@@ -211,7 +214,9 @@ def make_clip(
     return path
 
 
-def make_audio_only(path: str | Path, seconds: float = 0.5, codec: str = "aac", sample_rate: int = 48000) -> Path:
+def make_audio_only(
+    path: str | Path, seconds: float = 0.5, codec: str = "aac", sample_rate: int = 48000
+) -> Path:
     """A file with a single audio stream (no video), e.g. ``song.m4a`` or ``audio.mp4``."""
     path = Path(path)
     out = av.open(str(path), mode="w")

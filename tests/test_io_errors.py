@@ -110,8 +110,9 @@ def test_truncated_to_almost_nothing(tmp_path):
     _one_line(info.value)
 
 
-def test_folder_given_to_probe(tmp_path):
-    with pytest.raises(InvalidInputError, match="folder"):
+def test_folder_without_images_given_to_probe(tmp_path):
+    (tmp_path / "clip.txt").write_text("x")
+    with pytest.raises(InvalidInputError, match="holds no images"):
         probe(tmp_path)
 
 

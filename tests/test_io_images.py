@@ -41,7 +41,13 @@ def test_folder_is_read_in_natural_order_with_index_pts(tmp_path):
     (folder / "notes.txt").write_text("ignored")
     (folder / ".hidden.png").write_bytes(b"ignored")
     assert is_image_folder(folder)
-    assert [p.name for p in list_images(folder)][:4] == ["frame0.png", "frame1.png", "frame2.png", "frame3.png"]
+    assert [p.name for p in list_images(folder)][:4] == [
+        "frame0.png",
+        "frame1.png",
+        "frame2.png",
+        "frame3.png",
+    ]
+    assert probe(folder).frame_count == 12
     reader = open_source(folder)
     assert isinstance(reader, ImageSequenceReader)
     info = reader.info

@@ -46,7 +46,9 @@ def test_probe_reports_stream_facts(tmp_path):
 
 
 def test_probe_colour_tags(tmp_path):
-    clip = make_clip(tmp_path / "bt709.mkv", colour=dict(color_range=1, color_primaries=1, color_trc=1, colorspace=1))
+    clip = make_clip(
+        tmp_path / "bt709.mkv", colour=dict(color_range=1, color_primaries=1, color_trc=1, colorspace=1)
+    )
     info = probe(clip)
     assert (info.color_range, info.color_primaries, info.color_trc, info.colorspace) == (1, 1, 1, 1)
     assert info.colour == {"range": "tv", "primaries": "bt709", "trc": "bt709", "colorspace": "bt709"}

@@ -31,7 +31,12 @@ def transcode(src: Path, dst: Path, scale: int = 1, **kwargs) -> VideoWriter:
         info = reader.info
         with atomic_output(dst, source=src) as tmp:
             with VideoWriter(
-                tmp, source=info, source_path=src, width=info.width * scale, height=info.height * scale, **kwargs
+                tmp,
+                source=info,
+                source_path=src,
+                width=info.width * scale,
+                height=info.height * scale,
+                **kwargs,
             ) as writer:
                 for frame in reader:
                     image = frame.image
@@ -118,9 +123,10 @@ def test_audio_is_interleaved_while_writing(tmp_path):
     src = make_clip(tmp_path / "in.mkv", frames=30, audio=True)
     total = len(packet_dump(src, "audio"))
     progress = []
-    with open_source(src) as reader, VideoWriter(
-        tmp_path / "out.mkv", source=reader.info, source_path=src, width=64, height=48
-    ) as writer:
+    with (
+        open_source(src) as reader,
+        VideoWriter(tmp_path / "out.mkv", source=reader.info, source_path=src, width=64, height=48) as writer,
+    ):
         for frame in reader:
             writer.write(frame.image, frame.pts)
             progress.append(writer.copied_packets)
@@ -153,7 +159,10 @@ def test_subtitles_copied_mkv(tmp_path):
     assert info.subtitle_codecs == ("subrip",) or info.subtitle_codecs == ("srt",)
     assert info.has_audio
     assert packet_dump(dst, "subtitle") == packet_dump(src, "subtitle")
-    assert [text for _, text in packet_dump(dst, "subtitle")] == [b"Hello from semlens", "Second cue, with ümlauts".encode()]
+    assert [text for _, text in packet_dump(dst, "subtitle")] == [
+        b"Hello from semlens",
+        "Second cue, with ümlauts".encode(),
+    ]
     with av.open(str(dst)) as c:
         assert c.streams.subtitles[0].language == "fra"
 
@@ -207,7 +216,9 @@ def test_ten_bit_source_written_ten_bit_by_default(tmp_path):
     assert len(np.unique(image[..., 1] >> 6)) > 1.5 * len(np.unique(image[..., 1] >> 8))
 
 
-@pytest.mark.parametrize(("codec", "suffix", "expected"), [("libx265", ".mp4", "yuv420p10le"), ("ffv1", ".mkv", "yuv444p10le")])
+@pytest.mark.parametrize(
+    ("codec", "suffix", "expected"), [("libx265", ".mp4", "yuv420p10le"), ("ffv1", ".mkv", "yuv444p10le")]
+)
 def test_ten_bit_other_codecs(tmp_path, codec, suffix, expected):
     src = make_clip(tmp_path / "ten.mkv", frames=4, codec="ffv1", pix_fmt="yuv444p10le")
     dst = tmp_path / f"out{suffix}"

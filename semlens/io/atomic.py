@@ -37,7 +37,9 @@ PARTIAL_MARKER = ".semlens-partial"
 PathLike = str | os.PathLike[str]
 
 # ".<stem>.semlens-partial-<pid>[.<token>]<suffix>"
-_PARTIAL_RE = re.compile(r"^\.(?P<stem>.*)" + re.escape(PARTIAL_MARKER) + r"-(?P<pid>\d+)(?:\.[0-9a-f]{6})?(?P<suffix>\.[^.]*)?$")
+_PARTIAL_RE = re.compile(
+    r"^\.(?P<stem>.*)" + re.escape(PARTIAL_MARKER) + r"-(?P<pid>\d+)(?:\.[0-9a-f]{6})?(?P<suffix>\.[^.]*)?$"
+)
 
 
 def partial_path(dest: PathLike, *, pid: int | None = None, token: str | None = None) -> Path:
@@ -84,7 +86,9 @@ def check_output_path(
     try:
         exists = dest.exists() or dest.is_symlink()
     except OSError as exc:
-        raise OutputError(f"cannot access output {str(dest)!r} ({exc.strerror or exc}); choose another output path") from exc
+        raise OutputError(
+            f"cannot access output {str(dest)!r} ({exc.strerror or exc}); choose another output path"
+        ) from exc
     if exists and is_dir is not None and dest.is_dir() != is_dir:
         kind = "a folder" if dest.is_dir() else "a file"
         raise OutputError(f"output {str(dest)!r} exists and is {kind}; choose another output path")
@@ -113,7 +117,9 @@ def _prepare_parent(dest: Path) -> None:
             f"cannot create output folder {str(parent)!r} (permission denied); choose a writable output folder"
         ) from exc
     except OSError as exc:
-        raise OutputError(f"cannot create output folder {str(parent)!r} ({exc.strerror or exc}); choose another output folder") from exc
+        raise OutputError(
+            f"cannot create output folder {str(parent)!r} ({exc.strerror or exc}); choose another output folder"
+        ) from exc
     if not parent.is_dir():
         raise OutputError(f"output folder {str(parent)!r} is not a folder; choose another output path")
 
@@ -186,7 +192,9 @@ def _commit(tmp: Path, dest: Path, *, overwrite: bool, is_dir: bool) -> None:
         else:
             os.replace(tmp, dest)
     except OSError as exc:
-        raise OutputError(f"cannot move the finished output to {str(dest)!r} ({exc.strerror or exc})") from exc
+        raise OutputError(
+            f"cannot move the finished output to {str(dest)!r} ({exc.strerror or exc})"
+        ) from exc
 
 
 def _pid_alive(pid: int) -> bool:

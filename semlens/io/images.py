@@ -97,13 +97,17 @@ def read_image(path: str | os.PathLike[str], *, high_bit_depth: bool | None = No
             if frame is None:
                 raise InvalidInputError(f"image {str(path)!r} could not be decoded; remove or replace it")
             if not (0 < frame.width <= MAX_DIMENSION and 0 < frame.height <= MAX_DIMENSION):
-                raise InvalidInputError(f"image {str(path)!r} has an unsupported size {frame.width}x{frame.height}")
+                raise InvalidInputError(
+                    f"image {str(path)!r} has an unsupported size {frame.width}x{frame.height}"
+                )
             deep = bit_depth_of(frame.format.name) > 8 if high_bit_depth is None else high_bit_depth
             return frame.to_ndarray(format="rgb48le" if deep else "rgb24")
     except InvalidInputError:
         raise
     except AV_ERRORS as exc:
-        raise InvalidInputError(f"image {str(path)!r} is not a readable image ({describe(exc)}); remove or replace it") from exc
+        raise InvalidInputError(
+            f"image {str(path)!r} is not a readable image ({describe(exc)}); remove or replace it"
+        ) from exc
 
 
 def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
@@ -149,7 +153,9 @@ class ImageSequenceReader:
         self.files = list_images(self.path)
         if not self.files:
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))
-            raise InvalidInputError(f"folder {str(self.path)!r} holds no images ({exts}); give a folder of frames or a video")
+            raise InvalidInputError(
+                f"folder {str(self.path)!r} holds no images ({exts}); give a folder of frames or a video"
+            )
         rate = Fraction(fps).limit_denominator(1001000) if fps is not None else DEFAULT_FPS
         if rate <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
@@ -238,7 +244,9 @@ class ImageSequenceWriter:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"cannot create output folder {str(self.path)!r} ({exc.strerror or exc})") from exc
+            raise OutputError(
+                f"cannot create output folder {str(self.path)!r} ({exc.strerror or exc})"
+            ) from exc
 
     def __enter__(self) -> ImageSequenceWriter:
         return self
@@ -253,7 +261,11 @@ class ImageSequenceWriter:
         if self._closed:
             raise RuntimeError("ImageSequenceWriter is closed")
         image = _check_image(image)
-        if self.width is not None and self.height is not None and image.shape[:2] != (self.height, self.width):
+        if (
+            self.width is not None
+            and self.height is not None
+            and image.shape[:2] != (self.height, self.width)
+        ):
             raise ValueError(
                 f"frame is {image.shape[1]}x{image.shape[0]} but the writer was opened for {self.width}x{self.height}"
             )
@@ -261,7 +273,9 @@ class ImageSequenceWriter:
         try:
             write_png(target, image)
         except AV_ERRORS as exc:
-            raise OutputError(f"cannot write {str(target)!r} ({getattr(exc, 'strerror', None) or describe(exc)})") from exc
+            raise OutputError(
+                f"cannot write {str(target)!r} ({getattr(exc, 'strerror', None) or describe(exc)})"
+            ) from exc
         self.next_number += 1
         self.frames_written += 1
         return target

@@ -145,11 +145,16 @@ def _first_frame(container: Any, stream: Any) -> Any | None:
 def probe(path: str | Path) -> VideoInfo:
     """Read a video file's :class:`VideoInfo` (decodes its first frame only).
 
-    Raises :class:`~semlens.errors.InputNotFoundError` for a missing path and
-    :class:`~semlens.errors.InvalidInputError` for anything unreadable (empty, not a video, no
-    video stream, no decodable frame, absurd size); messages are one line.
+    A folder of images is probed as an image sequence (25 fps; see
+    :class:`~semlens.io.ImageSequenceReader`). Raises :class:`~semlens.errors.InputNotFoundError`
+    for a missing path and :class:`~semlens.errors.InvalidInputError` for anything unreadable
+    (empty, not a video, no video stream, no decodable frame, absurd size); messages are one line.
     """
     path = Path(path)
+    if path.is_dir():
+        from .images import ImageSequenceReader  # images.py imports this module
+
+        return ImageSequenceReader(path).info
     check_input_file(path)
     container = open_input(path)
     try:

