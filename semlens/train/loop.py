@@ -173,8 +173,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
             step += 1
             dt = time.perf_counter() - t0
             elapsed += dt
-            running = float(loss) if running is None else 0.95 * running + 0.05 * float(loss)
-            log.step({"iteration": step, "total": cfg.iterations, "loss": float(loss), "smooth_loss": running,
+            value = float(loss.detach())
+            running = value if running is None else 0.95 * running + 0.05 * value
+            log.step({"iteration": step, "total": cfg.iterations, "loss": value, "smooth_loss": running,
                       "lr": lr, "sec_per_iter": dt, "elapsed": elapsed}, show=step % 10 == 0)
             if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
                 _save_checkpoint(ckpt_path, {

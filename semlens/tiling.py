@@ -1,0 +1,310 @@
+"""Spatial tiling: run the enhancer on overlapping tiles of a window and feather them together.
+
+Large frames (or small devices) do not fit one window of full frames through the network, so the
+frames are cut into square tiles of ``tile`` low-resolution pixels, neighbouring tiles sharing
+``overlap`` pixels. Each tile goes through the model with its crop of the instance masks (the
+instance and scene tokens are per window, not per pixel, and stay whole). The upscaled tiles are
+blended with a linear ramp (feathering) across every shared band, so no seam is visible.
+
+How large must the overlap be? A pixel of the output depends on the input pixels within the
+network's receptive field, and a tile's output is exact only where that field stays inside the
+tile. :func:`receptive_radius` gives the theoretical bound for a configuration: it grows with the
+depth (3x3 convolutions add 1 pixel each, IMAGE adds its search radius ``r`` per propagation step)
+and with the window length, because the recurrent propagation carries information one frame (and
+up to ``r`` pixels) per step. That bound is large (more than 100 pixels for the tiny model and a
+12-frame window), but the effective field is much smaller: the residual branches start small, the
+IMAGE attention is concentrated near zero displacement, so the influence of a pixel decays fast
+with distance. In practice an overlap of 8 LR pixels keeps tiled and untiled outputs within a few
+levels of 255 away from... nothing: everywhere, because the ramp gives little weight to a tile's
+edge pixels, which are the least exact. One part of the network is not local at all: ISEE pools
+each instance's pixels into its token, so a tile sees the mean of the instance *inside the tile*.
+This is why tiling is an approximation, used only when the whole frame does not fit.
+
+:func:`auto_tile_size` estimates the network's peak activation memory and picks a tile that fits a
+budget; :func:`tiled_forward_with_retry` halves the tile on an out-of-memory error instead of
+failing (or dropping frames).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import Tensor
+
+from semlens.enhancer import EnhancerConfig, PixelEnhancer
+from semlens.errors import SemlensError
+from semlens.semantics.types import Semantics
+
+__all__ = [
+    "auto_tile_for",
+    "auto_tile_size",
+    "default_memory_budget",
+    "estimate_window_bytes",
+    "is_out_of_memory",
+    "receptive_radius",
+    "tile_starts",
+    "tiled_forward",
+    "tiled_forward_with_retry",
+]
+
+logger = logging.getLogger(__name__)
+
+GIB = 1024**3
+MIN_TILE = 16
+"""The smallest tile :func:`tiled_forward_with_retry` tries before giving up."""
+
+CONTEXT_FRACTION = 0.25
+"""Share of each overlap band, on either side, that is context only (never blended in)."""
+
+_SAFETY = 1.25  # the estimate below is within ~20% of measured CPU peaks; stay on the safe side
+
+
+# -- geometry -------------------------------------------------------------------------------------
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of length ``tile`` covering ``[0, size)`` with at least ``overlap``
+    shared pixels between neighbours. Every tile has the full length (the last one is moved back to
+    end at ``size``); a tile of ``size`` or more gives ``[0]``."""
+    if tile >= size:
+        return [0]
+    stride = tile - overlap
+    if stride < 1:
+        raise ValueError(f"tile overlap {overlap} must be smaller than the tile {tile}")
+    starts = list(range(0, size - tile, stride))
+    starts.append(size - tile)
+    return starts
+
+
+def _ramp(starts: list[int], index: int, tile: int, scale: int, device: torch.device) -> Tensor:
+    """``(scale * tile,)`` float weights of tile ``index`` along one axis: 1 inside, and across each
+    band shared with a neighbour a linear ramp from 0 (the tile's edge side) to 1.
+
+    The outer quarter of a shared band of ``n`` pixels is context only (weight 0: those outputs saw
+    zero padding where the frame goes on), the ramp spans the middle half, the inner quarter has
+    weight 1. The two tiles' ramps over one band sum to one. Weights are 0 only where the
+    neighbour has weight 1, so every covered pixel is defined.
+    """
+    n = scale * tile
+    j = torch.arange(n, device=device, dtype=torch.float32) + 0.5
+    weight = torch.ones(n, device=device)
+    start = starts[index]
+    if index > 0:
+        weight = torch.minimum(weight, _rise(j, scale * (starts[index - 1] + tile - start)))
+    if index + 1 < len(starts):
+        weight = torch.minimum(weight, _rise(n - j, scale * (start + tile - starts[index + 1])))
+    return weight
+
+
+def _rise(distance: Tensor, shared: int) -> Tensor:
+    """Weights by HR ``distance`` from a tile edge inside a band of ``shared`` HR pixels."""
+    if shared <= 0:
+        return torch.ones_like(distance)
+    margin = shared * CONTEXT_FRACTION
+    return ((distance - margin) / (shared - 2 * margin)).clamp(0.0, 1.0)
+
+
+def _crop(semantics: Semantics | None, y0: int, y1: int, x0: int, x1: int) -> Semantics | None:
+    if semantics is None:
+        return None
+    return Semantics(masks=semantics.masks[..., y0:y1, x0:x1], instance_tokens=semantics.instance_tokens,
+                     global_tokens=semantics.global_tokens, valid=semantics.valid, track_ids=semantics.track_ids)
+
+
+def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, tile: int,
+                  tile_overlap: int) -> Tensor:
+    """Run ``model`` on overlapping square tiles of ``x`` and feather the results together.
+
+    Args:
+        model: the enhancer (anything with ``scale`` and the enhancer's call contract).
+        x: ``(B, T, 3, h, w)`` float RGB in [0, 1].
+        semantics: the window's semantics (masks ``(B, T, h, w)``; cropped per tile, tokens kept
+            whole) or ``None``.
+        tile: tile side in LR pixels; ``<= 0`` or at least the frame's size runs the model once on
+            whole frames (same result as calling it directly).
+        tile_overlap: LR pixels shared by neighbouring tiles (clamped to ``tile - 1``); the blend
+            ramp spans the shared band. See the module docstring for how it relates to the
+            receptive field.
+
+    Returns:
+        ``(B, T, 3, s*h, s*w)`` float32 (not clamped), ``s = model.scale``.
+    """
+    b, t, c, h, w = x.shape
+    if tile <= 0 or (tile >= h and tile >= w):
+        return model(x, semantics)
+    overlap = max(0, min(tile_overlap, tile - 1))
+    th, tw = min(tile, h), min(tile, w)
+    rows = tile_starts(h, th, overlap)
+    cols = tile_starts(w, tw, overlap)
+    s = int(model.scale)
+    out = torch.zeros(b, t, c, s * h, s * w, device=x.device, dtype=torch.float32)
+    weight = torch.zeros(s * h, s * w, device=x.device, dtype=torch.float32)
+    col_ramps = [_ramp(cols, i, tw, s, x.device) for i in range(len(cols))]
+    for i, y0 in enumerate(rows):
+        row_ramp = _ramp(rows, i, th, s, x.device)
+        for k, x0 in enumerate(cols):
+            part = model(x[..., y0:y0 + th, x0:x0 + tw], _crop(semantics, y0, y0 + th, x0, x0 + tw))
+            wmap = row_ramp[:, None] * col_ramps[k][None, :]
+            region = (..., slice(s * y0, s * (y0 + th)), slice(s * x0, s * (x0 + tw)))
+            out[region].add_(part.float() * wmap)
+            weight[region].add_(wmap)
+            del part
+    return out.div_(weight)
+
+
+# -- how far a pixel reaches -------------------------------------------------------------------------
+
+def receptive_radius(config: EnhancerConfig, frames: int) -> int:
+    """Theoretical receptive-field radius (LR pixels) of an output frame of a ``frames``-frame
+    window: the largest distance at which an input pixel can change an output pixel through the
+    convolutional and IMAGE paths (ISEE's token pooling reaches the whole tile and is left out).
+
+    3x3 convolutions add one pixel, a residual block two, IMAGE its search radius ``r`` per
+    propagation step; the backward pass accumulates over the window, the forward pass then adds
+    its own steps on top, so the bound grows linearly with ``frames``. It is an upper bound: the
+    effective reach of a trained or freshly initialised model is much shorter.
+    """
+    if frames < 1:
+        raise ValueError("frames must be >= 1")
+    r = config.radius if config.use_image else 0
+    feats = 1 + 2 * config.extract_blocks
+    align = feats + r  # IMAGE's keys come from the neighbour's features
+    back_blocks, fwd_blocks = 2 * config.backward_blocks, 2 * config.forward_blocks
+    backward = [0] * frames
+    reach = feats + back_blocks
+    backward[-1] = reach
+    for i in range(frames - 2, -1, -1):
+        reach = max(feats, align, reach + r) + back_blocks
+        backward[i] = reach
+    reach = max(feats, backward[0]) + fwd_blocks
+    widest = reach
+    for i in range(1, frames):
+        reach = max(feats, align, reach + r, backward[i]) + fwd_blocks
+        widest = max(widest, reach)
+    return widest + 2  # the two 3x3 reconstruction convolutions (the bilinear base reaches 1)
+
+
+# -- memory ------------------------------------------------------------------------------------------
+
+def estimate_window_bytes(h: int, w: int, t: int, channels: int, *, scale: int = 4, radius: int = 3,
+                          instances: int = 16, heads: int = 4, bytes_per_value: int = 4) -> int:
+    """Peak activation bytes of one forward pass of the enhancer on a ``(1, T, 3, h, w)`` window.
+
+    Per LR pixel and frame the network keeps the features, the backward states, the forward outputs
+    and their stacked copy (4 tensors of ``C``), plus reconstruction temporaries (the last conv,
+    pixel shuffle, bilinear base and the sum: ``~9 s^2``) and int64 instance ids; per pixel it also
+    needs one propagation step's temporaries (IMAGE builds about 8 ``(2r+1)^2`` maps, the SPACE
+    block about 16 ``C``, ISEE's attention ``(3 heads + 4)`` per instance). The constants are
+    rounded up (6 ``C``, 10 ``s^2``) to cover allocator and im2col slack, checked against peak RSS on
+    a CPU (measured 7.3 / 18 / 31 KB per pixel for T = 4 / 12 / 24 with the tiny x4 model; this
+    gives 8.3 / 20.3 / 38.2 KB) and multiplied by a 1.25 safety factor.
+    """
+    k = (2 * radius + 1) ** 2
+    per_frame = bytes_per_value * (6 * channels + 4 + 10 * scale * scale) + 8
+    per_step = bytes_per_value * (8 * k + 16 * channels + (3 * heads + 4) * (1 + instances))
+    return int(_SAFETY * h * w * (t * per_frame + per_step))
+
+
+def _frame_bytes(h: int, w: int, t: int, scale: int) -> int:
+    """Whole-frame tensors that tiling cannot shrink: input, ids, output accumulator, its weights,
+    and the caller's copy of the output (all float32 except int64 ids)."""
+    return h * w * (4 * 3 * t + 8 * t + 4 * (2 * 3 * t + 1) * scale * scale)
+
+
+def auto_tile_size(h: int, w: int, t: int, channels: int, budget_bytes: int, *, scale: int = 4, radius: int = 3,
+                   instances: int = 16, heads: int = 4, bytes_per_value: int = 4, minimum: int = 32) -> int:
+    """The tile side (LR pixels) for a ``T``-frame window of ``h x w`` frames to fit ``budget_bytes``
+    of activations, or ``0`` when whole frames fit (no tiling needed).
+
+    The estimate is :func:`estimate_window_bytes` (conservative: network structure plus slack); the
+    keyword defaults are the larger configurations (x4, IMAGE radius 3, 16 instances, 4 heads) so a
+    call with only the positional arguments errs on the side of tiling. Tiles are multiples of 8
+    and at least ``minimum`` (returned even when that does not fit: the OOM retry takes over).
+    """
+    kwargs = dict(scale=scale, radius=radius, instances=instances, heads=heads, bytes_per_value=bytes_per_value)
+    if estimate_window_bytes(h, w, t, channels, **kwargs) <= budget_bytes:
+        return 0
+    per_pixel = estimate_window_bytes(1, 1, t, channels, **kwargs)
+    room = budget_bytes - _frame_bytes(h, w, t, scale)
+    pixels = max(room, 0) // per_pixel
+    side = math.isqrt(pixels)
+    short = min(h, w)
+    if side >= short:  # tiles are clipped to the short side: use the room along the long side
+        side = pixels // short
+    side = side // 8 * 8
+    if side >= max(h, w):
+        return 0
+    return max(side, minimum)
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Activation budget when none is given: 60% of a CUDA device's memory, else 2 GiB. Fixed per
+    device (not the momentary free memory) so results are reproducible; the OOM retry covers the
+    rest."""
+    if device.type == "cuda":
+        return int(0.6 * torch.cuda.get_device_properties(device).total_memory)
+    return 2 * GIB
+
+
+def auto_tile_for(model: PixelEnhancer, x: Tensor, budget_bytes: int, dtype: torch.dtype | None = None) -> int:
+    """:func:`auto_tile_size` for ``model`` on the window ``x`` ``(B, T, 3, h, w)`` with the
+    model's own configuration; ``dtype`` is the autocast dtype (``None`` = float32)."""
+    b, t, _, h, w = x.shape
+    config: EnhancerConfig | None = getattr(model, "config", None)
+    if config is None:  # an unknown wrapper: assume the large defaults
+        config = EnhancerConfig.preset("base")
+    size = 2 if dtype in (torch.float16, torch.bfloat16) else 4
+    return auto_tile_size(h, w, b * t, config.channels, budget_bytes, scale=config.scale,
+                          radius=config.radius if config.use_image else 0, heads=config.heads,
+                          bytes_per_value=size)
+
+
+# -- out-of-memory retry ----------------------------------------------------------------------------
+
+_OOM_TYPES: tuple[type[BaseException], ...] = (MemoryError,) + (
+    (torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ())
+_OOM_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` reports an exhausted device or host allocator (CUDA OOM, the CPU allocator's
+    ``can't allocate memory``, or Python's :class:`MemoryError`)."""
+    if isinstance(exc, _OOM_TYPES):
+        return True
+    return isinstance(exc, RuntimeError) and any(word in str(exc).lower() for word in _OOM_WORDS)
+
+
+def _release(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def tiled_forward_with_retry(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, tile: int,
+                             tile_overlap: int, *, min_tile: int = MIN_TILE) -> Tensor:
+    """:func:`tiled_forward`, halving the tile after every out-of-memory error (``tile <= 0`` tries
+    whole frames first, then half the longer side). Every frame is still produced; only when a
+    ``min_tile`` tile does not fit either is a :class:`~semlens.errors.SemlensError` raised.
+
+    The overlap is clamped to half the tile so smaller tiles still advance.
+    """
+    h, w = x.shape[-2:]
+    current = tile if 0 < tile < max(h, w) else 0
+    while True:
+        overlap = min(tile_overlap, current // 2) if current else tile_overlap
+        try:
+            return tiled_forward(model, x, semantics, current, overlap)
+        except Exception as exc:  # noqa: BLE001 - filtered right below
+            if not is_out_of_memory(exc):
+                raise
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # Outside the except block: the traceback (and the tensors its frames hold) is gone.
+        _release(x.device)
+        smaller = (current or max(h, w)) // 2
+        if smaller < min_tile:
+            raise SemlensError(
+                f"out of memory even with {current or max(h, w)}-pixel tiles ({message}); use a shorter "
+                "--window, --dtype fp16 on a GPU, or free memory") from None
+        logger.warning("out of memory with %s; retrying with %d-pixel tiles",
+                       f"{current}-pixel tiles" if current else "whole frames", smaller)
+        current = smaller

@@ -1,0 +1,83 @@
+"""The lite extractor and the scene-cut detector."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from semlens.semantics.cuts import SceneCutDetector, colour_histogram, histogram_distance
+from semlens.semantics.lite import LiteExtractor
+
+
+def panning_clip(frames: int = 8, h: int = 36, w: int = 48, step: int = 2) -> torch.Tensor:
+    """A scene of coloured blocks panning right by ``step`` pixels per frame: (1, T, 3, h, w)."""
+    gen = torch.Generator().manual_seed(0)
+    wide = torch.zeros(3, h, w + step * frames)
+    colours = torch.rand(12, 3, generator=gen)
+    block = (w + step * frames) // 6
+    for i in range(6):
+        for j in range(2):
+            wide[:, j * h // 2:(j + 1) * h // 2, i * block:(i + 1) * block] = colours[i * 2 + j, :, None, None]
+    return torch.stack([wide[:, :, k * step:k * step + w] for k in range(frames)]).unsqueeze(0)
+
+
+def test_lite_semantics_shapes_and_consistency() -> None:
+    clip = panning_clip()
+    sem = LiteExtractor(max_instances=6)(clip)
+    assert sem.masks.shape == (1, 8, 36, 48)
+    assert sem.instance_tokens.shape == (1, 8, 6, 8)
+    assert sem.global_tokens.shape == (1, 8, 8)
+    assert sem.masks.max() <= 6 and sem.masks.min() >= 0
+    for t in range(8):  # valid slots are exactly those with pixels
+        present = torch.stack([(sem.masks[0, t] == k + 1).any() for k in range(6)])
+        assert torch.equal(present, sem.valid[0, t])
+
+
+def test_lite_is_deterministic() -> None:
+    clip = panning_clip()
+    a, b = LiteExtractor()(clip), LiteExtractor()(clip)
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.instance_tokens, b.instance_tokens)
+
+
+def test_lite_ids_stay_on_their_regions_while_panning() -> None:
+    clip = panning_clip(frames=10, step=2)
+    ext = LiteExtractor(max_instances=6)
+    first = ext(clip[:, :6])
+    second = ext(clip[:, 4:])  # an overlapping next window of the same stream
+    masks = torch.cat([first.masks[0], second.masks[0, 2:]])
+    # Content at column c of frame k is at column c - 2 of frame k + 1: ids must follow it.
+    agree = [(masks[k + 1, :, :-2] == masks[k, :, 2:]).float().mean() for k in range(9)]
+    assert min(agree) > 0.9
+
+
+def test_lite_reset_restarts_the_stream() -> None:
+    clip = panning_clip()
+    ext = LiteExtractor()
+    fresh = ext(clip)
+    ext(torch.rand(1, 3, 3, 36, 48))
+    ext.reset()
+    assert torch.equal(ext(clip).masks, fresh.masks)
+
+
+def test_cut_detector_fires_once_at_the_splice() -> None:
+    rng = np.random.default_rng(0)
+    shot_a = [np.clip(rng.normal(60, 10, (24, 32, 3)), 0, 255).astype(np.uint8) for _ in range(6)]
+    shot_b = [np.clip(rng.normal(200, 10, (24, 32, 3)) * [1, 0.5, 0.2], 0, 255).astype(np.uint8) for _ in range(6)]
+    det = SceneCutDetector()
+    cuts = [i for i, f in enumerate(shot_a + shot_b) if det.update(f)]
+    assert cuts == [6]
+
+
+def test_cut_detector_hysteresis_ignores_a_flash_burst() -> None:
+    dark = np.full((8, 8, 3), 20, np.uint8)
+    light = np.full((8, 8, 3), 240, np.uint8)
+    det = SceneCutDetector()
+    fired = [det.update(f) for f in [dark, light, dark, light, light, light]]
+    assert fired.count(True) == 1
+
+
+def test_histogram_distance_range() -> None:
+    a = colour_histogram(np.zeros((4, 4, 3), np.uint8))
+    b = colour_histogram(np.full((4, 4, 3), 255, np.uint8))
+    assert histogram_distance(a, a) == 0.0
+    assert histogram_distance(a, b) == 1.0
