@@ -28,7 +28,9 @@ __all__ = ["StreamSettings", "enhance_stream", "to_tensor", "to_frames"]
 @dataclass
 class StreamSettings:
     """How frames are processed: device, autocast dtype (``None`` = float32), window and overlap,
-    scene-cut detection, spatial tile size (``0`` = whole frames)."""
+    scene-cut detection, spatial tile size (``0`` = automatic: whole frames when the window fits
+    ``memory_budget`` bytes of activations, else the largest tile that does; ``None`` budget = 2 GiB
+    on a CPU, 60% of a GPU's memory). Out-of-memory errors halve the tile and retry."""
 
     device: torch.device
     dtype: torch.dtype | None = None
@@ -37,6 +39,7 @@ class StreamSettings:
     detect_cuts: bool = True
     tile: int = 0
     tile_overlap: int = 8
+    memory_budget: int | None = None
 
 
 def to_tensor(frames: list[np.ndarray], device: torch.device) -> tuple[Tensor, int]:
@@ -91,12 +94,14 @@ class _WindowRunner:
         x, maxval = to_tensor(frames, self.settings.device)
         semantics = self.extractor(x)
         with self._autocast():
-            if self.settings.tile:
-                from semlens.tiling import tiled_forward
+            from semlens.tiling import auto_tile_for, default_memory_budget, tiled_forward_with_retry
 
-                y = tiled_forward(self.model, x, semantics, self.settings.tile, self.settings.tile_overlap)
-            else:
-                y = self.model(x, semantics)
+            s = self.settings
+            tile = s.tile
+            if tile == 0:
+                budget = s.memory_budget if s.memory_budget is not None else default_memory_budget(s.device)
+                tile = auto_tile_for(self.model, x, budget, s.dtype, s.tile_overlap)
+            y = tiled_forward_with_retry(self.model, x, semantics, tile, s.tile_overlap)
         first = window.emit_offset
         emitted = y[0, first:first + (window.stop - window.start)]
         return to_frames(emitted, maxval)

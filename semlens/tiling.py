@@ -6,19 +6,26 @@ frames are cut into square tiles of ``tile`` low-resolution pixels, neighbouring
 instance and scene tokens are per window, not per pixel, and stay whole). The upscaled tiles are
 blended with a linear ramp (feathering) across every shared band, so no seam is visible.
 
-How large must the overlap be? A pixel of the output depends on the input pixels within the
-network's receptive field, and a tile's output is exact only where that field stays inside the
-tile. :func:`receptive_radius` gives the theoretical bound for a configuration: it grows with the
-depth (3x3 convolutions add 1 pixel each, IMAGE adds its search radius ``r`` per propagation step)
-and with the window length, because the recurrent propagation carries information one frame (and
-up to ``r`` pixels) per step. That bound is large (more than 100 pixels for the tiny model and a
-12-frame window), but the effective field is much smaller: the residual branches start small, the
-IMAGE attention is concentrated near zero displacement, so the influence of a pixel decays fast
-with distance. In practice an overlap of 8 LR pixels keeps tiled and untiled outputs within a few
-levels of 255 away from... nothing: everywhere, because the ramp gives little weight to a tile's
-edge pixels, which are the least exact. One part of the network is not local at all: ISEE pools
-each instance's pixels into its token, so a tile sees the mean of the instance *inside the tile*.
-This is why tiling is an approximation, used only when the whole frame does not fit.
+How large must the overlap be? An output pixel depends on the input pixels inside the network's
+receptive field, and a tile's output is exact only where that field stays inside the tile.
+:func:`receptive_radius` gives the theoretical bound: 3x3 convolutions add 1 pixel each, IMAGE its
+search radius ``r`` per propagation step, and the recurrent propagation adds one step per frame, so
+the bound grows with depth and with the window (31 LR pixels for the tiny model and 3 frames, 121
+for 12 frames). The *effective* reach is much shorter, because the residual branches are scaled
+down and IMAGE's attention favours small displacements: cutting a frame changes the tiny model's
+output by about 19, 6, 2, 0.4, 0.3 and 0.04 levels of 255 at 0, 1, 2, 3, 4 and 5 LR pixels from
+the cut. So each shared band is split: its outer quarter on either side is context only (weight
+0: those outputs saw zero padding where the frame goes on) and the linear ramp spans its middle
+half. Rule: the context, a quarter of ``tile_overlap``, should cover the effective reach. The
+default 8 gives 2 pixels of context and a 4-pixel ramp (tiled vs untiled within 1/255 through the
+convolution and IMAGE paths); 12 gives 3 + 6 (within 0.1/255). Trained models may reach further.
+
+One part of the network is not local at all: ISEE pools each instance's pixels into its token
+(and an instance absent from a tile gets no update), so a tile's tokens are those of the instance
+*inside the tile*, and that difference reaches every pixel of the tile. It is small for large
+tiles (mean 0.14/255 for 24-pixel tiles on a 40x52 frame with the random tiny model, max about 2)
+and grows as tiles shrink (16-pixel tiles: mean 0.4, max about 5). Tiling is therefore an
+approximation, used only when whole frames do not fit, with the largest tile that does.
 
 :func:`auto_tile_size` estimates the network's peak activation memory and picks a tile that fits a
 budget; :func:`tiled_forward_with_retry` halves the tile on an out-of-memory error instead of
@@ -198,7 +205,7 @@ def estimate_window_bytes(h: int, w: int, t: int, channels: int, *, scale: int =
     block about 16 ``C``, ISEE's attention ``(3 heads + 4)`` per instance). The constants are
     rounded up (6 ``C``, 10 ``s^2``) to cover allocator and im2col slack, checked against peak RSS on
     a CPU (measured 7.3 / 18 / 31 KB per pixel for T = 4 / 12 / 24 with the tiny x4 model; this
-    gives 8.3 / 20.3 / 38.2 KB) and multiplied by a 1.25 safety factor.
+    gives 8.9 / 20.4 / 37.6 KB) and multiplied by a 1.25 safety factor.
     """
     k = (2 * radius + 1) ** 2
     per_frame = bytes_per_value * (6 * channels + 4 + 10 * scale * scale) + 8
@@ -212,30 +219,42 @@ def _frame_bytes(h: int, w: int, t: int, scale: int) -> int:
     return h * w * (4 * 3 * t + 8 * t + 4 * (2 * 3 * t + 1) * scale * scale)
 
 
+def _work(h: int, w: int, tile: int, overlap: int) -> int:
+    """LR pixels pushed through the network when ``h x w`` frames are cut into ``tile`` tiles."""
+    th, tw = min(tile, h), min(tile, w)
+    ov = min(overlap, tile - 1)
+    return len(tile_starts(h, th, ov)) * th * len(tile_starts(w, tw, ov)) * tw
+
+
 def auto_tile_size(h: int, w: int, t: int, channels: int, budget_bytes: int, *, scale: int = 4, radius: int = 3,
-                   instances: int = 16, heads: int = 4, bytes_per_value: int = 4, minimum: int = 32) -> int:
+                   instances: int = 16, heads: int = 4, bytes_per_value: int = 4, overlap: int = 8,
+                   minimum: int = 32) -> int:
     """The tile side (LR pixels) for a ``T``-frame window of ``h x w`` frames to fit ``budget_bytes``
     of activations, or ``0`` when whole frames fit (no tiling needed).
 
     The estimate is :func:`estimate_window_bytes` (conservative: network structure plus slack); the
     keyword defaults are the larger configurations (x4, IMAGE radius 3, 16 instances, 4 heads) so a
-    call with only the positional arguments errs on the side of tiling. Tiles are multiples of 8
-    and at least ``minimum`` (returned even when that does not fit: the OOM retry takes over).
+    call with only the positional arguments errs on the side of tiling. Whole-frame tensors that
+    tiling cannot shrink (input, ids, the blended output) are taken off the budget first (but at
+    most half of it: beyond that the budget cannot be met and the OOM retry takes over). Among the
+    tiles that fit, the one that pushes the fewest pixels through the network (tiles overlap by
+    ``overlap``) is chosen, so a frame slightly too big is cut into two balanced tiles, not a big
+    and a sliver. The result is at least ``minimum``.
     """
     kwargs = dict(scale=scale, radius=radius, instances=instances, heads=heads, bytes_per_value=bytes_per_value)
     if estimate_window_bytes(h, w, t, channels, **kwargs) <= budget_bytes:
         return 0
     per_pixel = estimate_window_bytes(1, 1, t, channels, **kwargs)
-    room = budget_bytes - _frame_bytes(h, w, t, scale)
-    pixels = max(room, 0) // per_pixel
-    side = math.isqrt(pixels)
+    room = max(budget_bytes - _frame_bytes(h, w, t, scale), budget_bytes // 2)
+    pixels = room // per_pixel
     short = min(h, w)
-    if side >= short:  # tiles are clipped to the short side: use the room along the long side
-        side = pixels // short
-    side = side // 8 * 8
-    if side >= max(h, w):
-        return 0
-    return max(side, minimum)
+    largest = math.isqrt(pixels)
+    if largest >= short:  # tiles are clipped to the short side: use the room along the long side
+        largest = pixels // short
+    largest = min(largest, max(h, w) - 1)
+    if largest <= minimum:
+        return minimum
+    return min(range(largest, minimum - 1, -1), key=lambda side: (_work(h, w, side, overlap), -side))
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -247,9 +266,11 @@ def default_memory_budget(device: torch.device) -> int:
     return 2 * GIB
 
 
-def auto_tile_for(model: PixelEnhancer, x: Tensor, budget_bytes: int, dtype: torch.dtype | None = None) -> int:
+def auto_tile_for(model: PixelEnhancer, x: Tensor, budget_bytes: int, dtype: torch.dtype | None = None,
+                  overlap: int = 8) -> int:
     """:func:`auto_tile_size` for ``model`` on the window ``x`` ``(B, T, 3, h, w)`` with the
-    model's own configuration; ``dtype`` is the autocast dtype (``None`` = float32)."""
+    model's own configuration; ``dtype`` is the autocast dtype (``None`` = float32), ``overlap`` the
+    tile overlap that will be used."""
     b, t, _, h, w = x.shape
     config: EnhancerConfig | None = getattr(model, "config", None)
     if config is None:  # an unknown wrapper: assume the large defaults
@@ -257,7 +278,7 @@ def auto_tile_for(model: PixelEnhancer, x: Tensor, budget_bytes: int, dtype: tor
     size = 2 if dtype in (torch.float16, torch.bfloat16) else 4
     return auto_tile_size(h, w, b * t, config.channels, budget_bytes, scale=config.scale,
                           radius=config.radius if config.use_image else 0, heads=config.heads,
-                          bytes_per_value=size)
+                          bytes_per_value=size, overlap=overlap)
 
 
 # -- out-of-memory retry ----------------------------------------------------------------------------
@@ -294,7 +315,7 @@ def tiled_forward_with_retry(model: PixelEnhancer, x: Tensor, semantics: Semanti
         overlap = min(tile_overlap, current // 2) if current else tile_overlap
         try:
             return tiled_forward(model, x, semantics, current, overlap)
-        except Exception as exc:  # noqa: BLE001 - filtered right below
+        except Exception as exc:  # only out-of-memory errors are retried, see below
             if not is_out_of_memory(exc):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

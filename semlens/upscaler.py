@@ -99,7 +99,10 @@ def default_model_name(scale: int) -> str:
 
 def output_path_for(relative: Path, out_dir: Path) -> Path:
     """Where a folder run writes the upscaled copy of ``relative``: same relative path, and a .mkv
-    suffix for containers that cannot hold H.264 (.webm, .flv, .wmv, ...)."""
+    suffix for containers that cannot hold H.264 (.webm, .flv, .wmv, ...). ``relative`` must stay
+    inside ``out_dir`` (no absolute path, no ``..`` part): :class:`OutputError` otherwise."""
+    if relative.is_absolute() or ".." in relative.parts:
+        raise OutputError(f"{str(relative)!r} would be written outside the output folder; refusing it")
     target = out_dir / relative
     if relative.suffix.lower() not in _KEEP_SUFFIX:
         target = target.with_suffix(".mkv")
@@ -232,11 +235,18 @@ class SemanticLensUpscaler:
         ``max_frames`` stops early (a preview). Raises :class:`~semlens.errors.SemlensError`
         subclasses for bad inputs and outputs.
         """
-        from semlens.io import ImageSequenceWriter, VideoWriter, atomic_output, open_source
+        from semlens.io import (
+            ImageSequenceWriter,
+            VideoWriter,
+            atomic_output,
+            open_source,
+            remove_stale_partials,
+        )
 
         src, dst = Path(src), Path(dst)
         if not src.exists():
             raise InputNotFoundError(f"input {str(src)!r} does not exist")
+        remove_stale_partials(dst)  # left by a killed earlier run (its process is gone)
         started = time.perf_counter()
         result = UpscaleResult(input=src, output=dst)
         to_video = _is_video_path(dst)

@@ -136,8 +136,10 @@ class LiteExtractor:
     def _scene_token(frame: Tensor) -> Tensor:
         """``(B, 8)``: mean RGB, std RGB, mean luma gradient, luma contrast."""
         luma = _luma(frame)
+        # A single-pixel frame has no spread (std() of one sample is NaN and would poison the token).
+        spread = frame.std(dim=(2, 3)) if frame.shape[-2] * frame.shape[-1] > 1 else frame.new_zeros(frame.shape[:2])
         return torch.cat([
-            frame.mean(dim=(2, 3)), frame.std(dim=(2, 3)),
+            frame.mean(dim=(2, 3)), spread,
             _gradient(luma).mean(dim=(1, 2))[:, None] * 4,
             (luma.amax(dim=(1, 2)) - luma.amin(dim=(1, 2)))[:, None],
         ], dim=-1)

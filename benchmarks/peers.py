@@ -1,0 +1,191 @@
+"""Speed of semlens's tiny model against interpolation and two published architectures, in one run.
+
+For each size (default 320x180 -> x4 and 640x360 -> x2) it measures model-only seconds per output
+frame of:
+
+- ``semlens (pipeline)``: ``SemanticLensUpscaler.upscale_frames`` on frames in memory, with the lite
+  extractor and the model's window/overlap (12/2 by default: 12 frames go through the network
+  for every 8 emitted, so the window overlap is included), tiling if the memory budget needs it;
+- ``semlens (bare forward)``: the enhancer's forward on one window, divided by the window length
+  (no extractor, no overlap, no conversion);
+- ``bicubic (torch)`` and ``Lanczos (PIL)``;
+- ``SRVGGNetCompact``: our re-implementation (``peer_models.CompactVGG``), frame by frame;
+- ``BasicVSR++``: our re-implementation (``peer_models.BasicVSRPlusPlus``) on a short clip
+  (``--basicvsr-frames``), divided by its length.
+
+Every time is also given as a ratio to ``semlens (pipeline)`` (above 1 = slower than semlens).
+Weights are random unless trained semlens weights are installed (``--model``): speed does not
+depend on them.
+
+    python benchmarks/peers.py --out benchmarks/results/peers.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from _common import (
+    best_of,
+    load_upscaler,
+    machine,
+    markdown_table,
+    parameters,
+    parse_size,
+    pattern_frames,
+    set_threads,
+    write_json,
+)
+from peer_models import BasicVSRPlusPlus, CompactVGG
+from PIL import Image
+
+PIPELINE = "semlens (pipeline)"
+
+
+def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
+    """``T`` frames ``(h, w, 3)`` uint8 -> ``(T, 3, h, w)`` float in [0, 1]."""
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def _semlens(up: Any, frames: list[np.ndarray], repeats: int) -> list[dict[str, Any]]:
+    from semlens.tiling import auto_tile_for, default_memory_budget
+
+    count = len(frames)
+    list(up.upscale_frames(frames[:2]))  # warm-up
+    best, runs = best_of(lambda: list(up.upscale_frames(frames)), repeats)
+    settings = up.settings
+    window = [frames[i % count] for i in range(settings.window)]
+    x = _to_tensor(window).unsqueeze(0)
+    with torch.inference_mode():
+        semantics = up.extractor(x)
+        budget = settings.memory_budget or default_memory_budget(settings.device)
+        tile = settings.tile or auto_tile_for(up.model, x, budget, settings.dtype, settings.tile_overlap)
+        up.model(x[:, :2], semantics.frames(slice(0, 2)))  # warm-up
+        bare, bare_runs = best_of(lambda: up.model(x, semantics), repeats)
+    params = parameters(up.model) + parameters(up.extractor)
+    step = settings.window - 2 * settings.overlap
+    through = -(-count // step) * settings.window / count  # network frames per emitted frame
+    detail = (f"window {settings.window}/overlap {settings.overlap} ({through:.2g} network frames per output "
+              f"frame), {up.extractor.name} extractor")
+    detail += f", tile {tile}" if tile else ", whole frames"
+    return [
+        {"method": PIPELINE, "seconds_per_frame": best / count, "runs": [r / count for r in runs],
+         "params": params, "detail": detail},
+        {"method": "semlens (bare forward)", "seconds_per_frame": bare / settings.window,
+         "runs": [r / settings.window for r in bare_runs], "params": parameters(up.model),
+         "detail": f"one {settings.window}-frame window, whole frames, no extractor"},
+    ]
+
+
+def _per_frame(name: str, fn: Any, count: int, repeats: int, params: int, detail: str) -> dict[str, Any]:
+    best, runs = best_of(fn, repeats)
+    return {"method": name, "seconds_per_frame": best / count, "runs": [r / count for r in runs],
+            "params": params, "detail": detail}
+
+
+def _interpolation(frames: list[np.ndarray], scale: int, repeats: int) -> list[dict[str, Any]]:
+    x = _to_tensor(frames)
+    h, w = frames[0].shape[:2]
+
+    def bicubic() -> None:
+        for i in range(len(frames)):
+            F.interpolate(x[i:i + 1], scale_factor=scale, mode="bicubic", align_corners=False)
+
+    images = [Image.fromarray(f) for f in frames]
+
+    def lanczos() -> None:
+        for image in images:
+            image.resize((w * scale, h * scale), Image.Resampling.LANCZOS)
+
+    bicubic()
+    return [_per_frame("bicubic (torch)", bicubic, len(frames), repeats, 0, "float32, frame by frame"),
+            _per_frame("Lanczos (PIL)", lanczos, len(frames), repeats, 0, "uint8, frame by frame")]
+
+
+def _compact(frames: list[np.ndarray], scale: int, repeats: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    net = CompactVGG(scale).eval()
+    x = _to_tensor(frames)
+
+    def run() -> None:
+        for i in range(len(frames)):
+            net(x[i:i + 1])
+
+    with torch.inference_mode():
+        net(x[:1, :, :16, :16])
+        return _per_frame("SRVGGNetCompact", run, len(frames), repeats, parameters(net),
+                          "re-implementation, 64 ch x 32 convs, frame by frame")
+
+
+def _basicvsr(frames: list[np.ndarray], scale: int, repeats: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    net = BasicVSRPlusPlus(scale).eval()
+    x = _to_tensor(frames).unsqueeze(0)
+    with torch.inference_mode():
+        net(x[:, :2, :, :32, :32])
+        return _per_frame("BasicVSR++", lambda: net(x), len(frames), repeats, parameters(net),
+                          f"re-implementation, one {len(frames)}-frame clip, torchvision deform_conv2d")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="320x180x4,640x360x2",
+                        help="comma-separated WIDTHxHEIGHTxSCALE inputs (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=8,
+                        help="frames per measurement for semlens, interpolation and SRVGGNetCompact; a multiple of "
+                             "window - 2 * overlap (8) so the pipeline's window overlap is the steady-state one "
+                             "(default: 8)")
+    parser.add_argument("--basicvsr-frames", type=int, default=5, help="BasicVSR++ clip length (default: 5)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per measurement, fastest kept (default: 1)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    parser.add_argument("--model", default=None, help="semlens model (default: the shipped tiny model of the scale, "
+                                                      "or a random one when its weights are absent)")
+    parser.add_argument("--skip", default="", help="comma-separated methods to skip: srvgg, basicvsr, interp")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for spec in args.sizes.split(","):
+        *size, scale_text = spec.strip().split("x")
+        width, height = parse_size("x".join(size))
+        scale = int(scale_text)
+        print(f"measuring {width}x{height} -> x{scale} ...", file=sys.stderr, flush=True)
+        frames = pattern_frames(max(args.frames, args.basicvsr_frames), width, height)
+        up, note = load_upscaler(args.model, scale)
+        if up.scale != scale:
+            raise SystemExit(f"--model upscales x{up.scale}; ask for x{up.scale} sizes in --sizes")
+        notes.append(f"x{scale}: {note}")
+        measured = _semlens(up, frames[:args.frames], args.repeats)
+        if "interp" not in skip:
+            measured += _interpolation(frames[:args.frames], scale, args.repeats)
+        if "srvgg" not in skip:
+            measured.append(_compact(frames[:args.frames], scale, args.repeats))
+        if "basicvsr" not in skip:
+            measured.append(_basicvsr(frames[:args.basicvsr_frames], scale, args.repeats))
+        ours = measured[0]["seconds_per_frame"]
+        for row in measured:
+            row.update(input=f"{width}x{height}", scale=scale, ratio_to_semlens=row["seconds_per_frame"] / ours)
+        rows += measured
+
+    table = markdown_table(
+        ["input", "scale", "method", "s / frame", "x semlens", "params", "detail"],
+        [[r["input"], f"x{r['scale']}", r["method"], r["seconds_per_frame"], f"{r['ratio_to_semlens']:.3g}",
+          f"{r['params'] / 1e6:.3g} M" if r["params"] else "-", r["detail"]] for r in rows],
+    )
+    print(table)
+    for note in notes:
+        print(f"\n{note}")
+    write_json(args.out, {"benchmark": "peers", "machine": machine(), "settings": vars(args), "notes": notes,
+                          "results": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
