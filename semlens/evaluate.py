@@ -93,7 +93,7 @@ def evaluate_clip(name: str, hr_frames: Callable[[], Iterable[np.ndarray]], scal
 def find_clips(path: Path) -> list[Path]:
     """A video file, an image folder, or a folder of videos -> the clips to evaluate."""
     from semlens.io import is_image_folder
-    from semlens.upscaler import find_videos
+    from semlens.scan import find_videos
 
     if not path.exists():
         raise InputNotFoundError(f"{str(path)!r} does not exist")

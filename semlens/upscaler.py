@@ -27,6 +27,7 @@ from semlens.errors import (
     SemlensError,
 )
 from semlens.pipeline import StreamSettings, enhance_stream
+from semlens.scan import find_videos
 from semlens.semantics import InstanceExtractor, build_extractor, extractor_dims
 
 __all__ = ["SemanticLensUpscaler", "UpscaleResult", "Progress", "resolve_device", "resolve_dtype",
@@ -342,27 +343,6 @@ class SemanticLensUpscaler:
         if failed and raise_on_failure:
             raise BatchError(f"{len(failed)} of {len(results)} videos failed (first: {failed[0].input}: {failed[0].error})")
         return results
-
-
-def find_videos(folder: Path) -> list[Path]:
-    """Video files under ``folder`` (recursive, sorted, partial outputs and symlinks that leave the
-    folder excluded)."""
-    from semlens.io import PARTIAL_MARKER, VIDEO_EXTENSIONS
-
-    root = folder.resolve()
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if path.suffix.lower() not in VIDEO_EXTENSIONS or PARTIAL_MARKER in name:
-                continue
-            try:
-                path.resolve().relative_to(root)
-            except ValueError:
-                continue  # a link pointing out of the folder
-            found.append(path)
-    return found
 
 
 def is_complete_output(src: Path, dst: Path, scale: int) -> bool:

@@ -57,7 +57,7 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
     """
     from semlens.errors import BatchError, InputNotFoundError
     from semlens.io import is_image_folder
-    from semlens.upscaler import find_videos
+    from semlens.scan import find_videos
 
     if not input_path.exists():
         raise InputNotFoundError(f"input {str(input_path)!r} does not exist")
@@ -67,9 +67,12 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
 
         raise NothingToDoError(f"no videos found in {str(input_path)!r}; nothing to do")
     if not folder_of_videos:
-        from semlens.io import open_source
+        from semlens.io import VIDEO_EXTENSIONS, check_output_path, open_source
 
-        open_source(input_path).close()  # a bad input fails before the model is loaded
+        # Bad inputs and outputs fail before the model is loaded.
+        open_source(input_path).close()
+        check_output_path(output_path, source=input_path, overwrite=overwrite,
+                          is_dir=output_path.suffix.lower() not in VIDEO_EXTENSIONS)
     up = _build_upscaler(model, int(scale) if scale else None, device, dtype, extractor, window, tile, threads,
                          compile_)
     options: dict[str, Any] = dict(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, copy_audio=not no_audio,

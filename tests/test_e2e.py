@@ -172,9 +172,8 @@ def test_upscale_frames_does_not_depend_on_chunking(tmp_path, tiny_upscaler):
     from_list = list(tiny_upscaler.upscale_frames(frames))
     assert len(from_list) == 13 and from_list[0].shape == (48, 64, 3)
     for variant in ((f for f in frames), chunked([1, 5, 2])):
-        # Pull the outputs one at a time, interleaved with the generator's own pace.
         out = []
-        for image in tiny_upscaler.upscale_frames(variant):
+        for image in tiny_upscaler.upscale_frames(variant):  # outputs pulled one at a time
             out.append(image)
         assert len(out) == 13
         assert all(np.array_equal(a, b) for a, b in zip(out, from_list, strict=True))
@@ -241,7 +240,7 @@ def test_folder_run_through_the_real_cli(tmp_path, tiny_x2_path, run_cli):
     before = digest(src)
     code, stdout, stderr = run_cli(["upscale", src, out, "--model", tiny_x2_path, *FAST])
     assert code == BatchError.exit_code, stderr
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr and "Warning" not in stderr, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "broken.mp4" in errors[0] and errors[1] == "error: 1 of 4 videos failed"
     # The summary lists every file with its status.
@@ -340,17 +339,6 @@ def test_single_video_through_the_real_cli(tmp_path, tiny_x2_path, run_cli):
     frames, stamps, _ = read_frames(dst)
     assert len(frames) == 8 and frames[0].shape == (48, 64, 3) and stamps == read_frames(src)[1]
     assert packet_dump(dst, "audio") == packet_dump(src, "audio")
-    assert partials_under(tmp_path) == []
-
-
-def test_real_cli_error_is_one_line_with_its_exit_code(tmp_path, tiny_x2_path, run_cli):
-    src = make_clip(tmp_path / "in.mp4", frames=6, size=(32, 24))
-    exists = tmp_path / "exists.mp4"
-    exists.write_bytes(b"keep me")
-    code, stdout, stderr = run_cli(["upscale", src, exists, "--model", tiny_x2_path, "-q"])
-    assert code == OutputExistsError.exit_code == 5
-    assert_one_line_error(stderr, contains="already exists")
-    assert stdout == "" and exists.read_bytes() == b"keep me"
     assert partials_under(tmp_path) == []
 
 

@@ -55,7 +55,7 @@ def test_output_path_mirrors_and_stays_inside(parts, suffix):
     rel = Path(*parts[:-1], parts[-1] + suffix)
     target = output_path_for(rel, out)
     assert inside(target, out)
-    if suffix.lower() in (".mp4", ".mkv", ".mov"):
+    if rel.suffix.lower() in (".mp4", ".mkv", ".mov", ".m4v", ".avi", ".ts"):  # containers that hold H.264
         assert target == out / rel  # the same relative path
     else:
         assert target.parent == out / rel.parent and target.suffix == ".mkv"  # only the container changes
