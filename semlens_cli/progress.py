@@ -74,3 +74,36 @@ class FrameProgress:
         if self._bar is not None and self._task is not None:
             task = self._bar.tasks[-1]
             self._bar.update(self._task, total=task.completed)
+
+
+class DeferredInterrupt:
+    """Turns Ctrl-C into a flag checked between frames, so the interrupt is raised at a safe point
+    (never inside a decoder or muxer callback, where it could be swallowed). A second Ctrl-C
+    interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> DeferredInterrupt:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from semlens_cli.progress import FrameProgress, console
+from semlens_cli.progress import DeferredInterrupt, FrameProgress, console
 
 
 def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: str, extractor: str | None,
@@ -78,24 +78,29 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
     options: dict[str, Any] = dict(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, copy_audio=not no_audio,
                                    max_frames=max_frames)
     progress = FrameProgress(enabled=not quiet)
+    interrupt = DeferredInterrupt()
+
+    def on_frame(done: int, total: int | None) -> None:
+        interrupt.check()
+        progress.update(done, total)
+
     if not quiet:
         console(stderr=True).print(f"model [bold]{up.name}[/] x{up.scale} on {up.device}", highlight=False)
     if not folder_of_videos:
-        with progress:
+        with progress, interrupt:
             progress.start_file(input_path.name)
-            result = up.upscale_video(input_path, output_path, overwrite=overwrite, progress=progress.update,
-                                      **options)
+            result = up.upscale_video(input_path, output_path, overwrite=overwrite, progress=on_frame, **options)
             progress.finish_file()
         if not quiet:
             for w in result.warnings:
                 click.echo(f"warning: {w}", err=True)
             click.echo(f"{result.output}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps)")
         return
-    with progress:
+    with progress, interrupt:
         results = up.upscale_folder(
             input_path, output_path, skip_existing=skip_existing, overwrite=overwrite,
             on_start=lambda src, dst: progress.start_file(str(src.relative_to(input_path))),
-            on_result=lambda r: progress.finish_file(), progress=progress.update, **options)
+            on_result=lambda r: progress.finish_file(), progress=on_frame, **options)
     failed = [r for r in results if r.status == "failed"]
     if not quiet:
         _summary(results, input_path)
