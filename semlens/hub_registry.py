@@ -122,6 +122,11 @@ def _register_all() -> dict[str, ModelSpec]:
 
     lite_dims = extractor_dims("lite")
 
+    # sha256 of the shipped files (checked when they are loaded).
+    tiny_sha256 = {
+        2: "e65056977f3eddf3bf8c29aa8cfc94122b9f08e111ab3718e9469c20d53ea6c4",
+    }
+
     def tiny(scale: int) -> ModelSpec:
         # Trained with the weight-free "lite" extractor; the weights are produced by semlens.train
         # and shipped in the package (weights/ in the repo). No Hub copy exists yet: once one is
@@ -137,6 +142,7 @@ def _register_all() -> dict[str, ModelSpec]:
             window=12,
             overlap=2,
             bundled=f"semlens-tiny-x{scale}.safetensors",
+            sha256=tiny_sha256.get(scale),
         )
 
     def sam(variant: str, filename: str, size: int | None, sha256: str) -> ModelSpec:

@@ -52,7 +52,7 @@ def render_card(run_dir: Path, report: dict[str, Any], name: str, command: str, 
         f"- Recipe: {cfg['iterations']} iterations, batch {cfg['batch']} clips of {cfg['frames']} frames,"
         f" LR patches {cfg['patch']}x{cfg['patch']}, Charbonnier loss, AdamW (lr {cfg['lr']}, warm-up"
         f" {cfg['warmup']}, cosine to {cfg['min_lr']}), EMA {cfg['ema']}, seed {cfg['seed']}.",
-        f"- Wall time: {wall:.0f} min of training steps on a 2-core x86_64 CPU ({cfg['threads'] or 'all'}"
+        f"- Wall time: {wall:.0f} min of training steps on a 2-core x86_64 CPU shared with the other training runs ({cfg['threads'] or 'all'}"
         " torch thread(s)), torch 2.14.1, no GPU.",
         f"- Final training loss (smoothed): {log[-1]['smooth_loss']:.4f}.",
         "",
