@@ -80,8 +80,8 @@ def evaluate_clip(name: str, hr_frames: Callable[[], Iterable[np.ndarray]], scal
         psnrs, ssims = [], []
         for sr in upscale(_degraded(hr_frames(), scale, keep)):
             hr = keep.popleft()
-            a = torch.from_numpy(np.ascontiguousarray(sr)).permute(2, 0, 1).float() / 255
-            b = torch.from_numpy(np.ascontiguousarray(hr)).permute(2, 0, 1).float() / 255
+            a = torch.from_numpy(np.array(sr, copy=True)).permute(2, 0, 1).float() / 255
+            b = torch.from_numpy(np.array(hr, copy=True)).permute(2, 0, 1).float() / 255
             psnrs.append(psnr_y(a, b, crop=scale))
             ssims.append(ssim_y(a, b, crop=scale))
         score.frames = len(psnrs)

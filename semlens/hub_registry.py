@@ -125,6 +125,7 @@ def _register_all() -> dict[str, ModelSpec]:
     # sha256 of the shipped files (checked when they are loaded).
     tiny_sha256 = {
         2: "e65056977f3eddf3bf8c29aa8cfc94122b9f08e111ab3718e9469c20d53ea6c4",
+        4: "85a652d9b91a9783315775974d96825f144ed1ed3385e68a95a031a97df5dfb5",
     }
 
     def tiny(scale: int) -> ModelSpec:

@@ -213,8 +213,10 @@ class SemanticLensUpscaler:
         net = loaded.model
         if compile:
             net = torch.compile(net)  # type: ignore[assignment]
-        return cls(net, ext, device=device, dtype=dtype, window=window or loaded.window,
-                   overlap=loaded.overlap if overlap is None else overlap, tile=tile,
+        window = window or loaded.window
+        if overlap is None:  # the model's context, as much of it as the window allows
+            overlap = min(loaded.overlap, (window - 1) // 2)
+        return cls(net, ext, device=device, dtype=dtype, window=window, overlap=overlap, tile=tile,
                    detect_cuts=detect_cuts, name=loaded.name)
 
     # -- frames ----------------------------------------------------------------------------------
