@@ -88,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     ablations = {}
     for item in args.ablation:
-        label, path = item.split("=", 1)
+        label, path = item.rsplit("=", 1)
         ablations[label] = json.loads(Path(path).read_text())
     text = render_card(args.run_dir, json.loads(args.eval_json.read_text()), args.name, args.command,
                        args.eval_command, ablations, args.ablation_command)
