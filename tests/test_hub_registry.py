@@ -41,11 +41,28 @@ def weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "package-weights"
     folder.mkdir()
     monkeypatch.setattr("semlens.hub._weights_root", lambda: folder)
+    # Stand-in files are random models: drop the shipped files' sha256 pins for these tests.
+    import dataclasses
+
+    import semlens.hub_registry as hub_registry
+
+    specs = {name: dataclasses.replace(spec, sha256=None) if spec.kind == "enhancer" else spec
+             for name, spec in hub_registry.registry().items()}
+    monkeypatch.setattr(hub_registry, "_REGISTRY", specs)
     return folder
 
 
 def _status(infos: list, name: str) -> str | None:
     return next((i.status for i in infos if i.name == name), None)
+
+
+def test_shipped_files_match_their_pinned_sha256() -> None:
+    import hashlib
+
+    for name in ("semlens-tiny-x4", "semlens-tiny-x2"):
+        path = REPO_WEIGHTS / f"{name}.safetensors"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == get_spec(name).sha256
+        assert load_model(name).name == name
 
 
 def test_registry_entries_are_consistent() -> None:
@@ -72,7 +89,7 @@ def test_spec_is_frozen_and_validated() -> None:
     with pytest.raises(TypeError):
         spec.enhancer["scale"] = 2  # type: ignore[index]
     with pytest.raises(ValueError, match="unpinned revision"):
-        replace(spec, repo_id="a/b", revision="main", filename="model.safetensors")
+        replace(spec, repo_id="a/b", revision="main", filename="model.safetensors", sha256=None)
     with pytest.raises(ValueError, match="differs from the network"):
         replace(spec, scale=2)
     with pytest.raises(ModelNotFoundError, match="semlens-tiny-x2"):
