@@ -10,9 +10,9 @@ window of ``--frames`` frames that emits ``frames - 2 * overlap`` (overlap 2).
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
+from _common import parse_size, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from semlens.enhancer import PRESETS, EnhancerConfig, PixelEnhancer
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    w, h = (int(v) for v in args.size.split("x"))
+    w, h = parse_size(args.size)
     rows = []
     x = torch.rand(1, args.frames, 3, h, w)
     sem = LiteExtractor()(x)
@@ -46,9 +46,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['preset']} | x{r['scale']} | {r['parameters']:,} | {r['gflops_per_network_frame']:.2f} | "
               f"{r['gflops_per_output_frame']:.2f} |")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"size": args.size, "frames": args.frames, "overlap": args.overlap, "rows": rows}, f, indent=2)
+    write_json(args.out, {"size": args.size, "frames": args.frames, "overlap": args.overlap, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -9,22 +9,12 @@ drift on a shared machine). The fastest of ``--repeats`` runs is reported.
 from __future__ import annotations
 
 import argparse
-import json
-import time
 
 import torch
+from _common import best_of, parse_size, set_threads, write_json
 
 from semlens.enhancer import EnhancerConfig, PixelEnhancer
 from semlens.semantics.lite import LiteExtractor
-
-
-def fastest(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -36,9 +26,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    w, h = (int(v) for v in args.size.split("x"))
+    set_threads(args.threads)
+    w, h = parse_size(args.size)
     torch.manual_seed(0)
     x = torch.rand(1, args.frames, 3, h, w)
     extractor = LiteExtractor()
@@ -50,17 +39,15 @@ def main() -> None:
 
     sem = extractor(x)
     with torch.inference_mode():
-        t_extract = fastest(extract, args.repeats) / args.frames
-        t_enhance = fastest(lambda: model(x, sem), args.repeats) / args.frames
+        t_extract = best_of(extract, args.repeats)[0] / args.frames
+        t_enhance = best_of(lambda: model(x, sem), args.repeats)[0] / args.frames
     result = {"size": args.size, "frames": args.frames, "threads": torch.get_num_threads(),
               "lite_seconds_per_frame": t_extract, "tiny_enhancer_seconds_per_frame": t_enhance,
               "ratio": t_extract / t_enhance}
     print("| part | s / frame | ratio to enhancer |\n|---|---|---|")
     print(f"| lite extractor | {t_extract:.4f} | {t_extract / t_enhance:.3f} |")
     print(f"| tiny enhancer x{args.scale} | {t_enhance:.4f} | 1.000 |")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ after warm-up and the last one.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
 import torch
+from _common import parse_size, write_json
 
 from semlens.enhancer import EnhancerConfig, PixelEnhancer
 from semlens.upscaler import SemanticLensUpscaler
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    w, h = (int(v) for v in args.size.split("x"))
+    w, h = parse_size(args.size)
     torch.manual_seed(0)
     model = PixelEnhancer(EnhancerConfig.preset("tiny", scale=2))
     up = SemanticLensUpscaler(model, "lite", window=args.window, overlap=args.overlap)
@@ -65,9 +65,7 @@ def main() -> None:
     for s in samples:
         print(f"| {s['frames']} | {s['rss_mb']:.1f} | {s['fds']} |")
     print(f"RSS growth after warm-up: {result['rss_growth_mb']:+.1f} MB; fd growth: {result['fd_growth']:+d}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":
