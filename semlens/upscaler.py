@@ -27,6 +27,7 @@ from semlens.errors import (
     SemlensError,
 )
 from semlens.pipeline import StreamSettings, enhance_stream
+from semlens.runtime import tune_allocator
 from semlens.scan import find_videos
 from semlens.semantics import InstanceExtractor, build_extractor, extractor_dims
 
@@ -164,6 +165,7 @@ class SemanticLensUpscaler:
                  name: str | None = None) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        tune_allocator()
         if isinstance(extractor, str):
             extractor = build_extractor(extractor)
         want = (model.config.instance_dim, model.config.global_dim)

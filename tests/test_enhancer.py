@@ -60,6 +60,25 @@ def test_every_parameter_gets_a_gradient() -> None:
     assert missing == []
 
 
+def test_inference_path_matches_the_training_path() -> None:
+    """Inference writes into preallocated buffers and frees states early; training keeps the graph.
+    Both compute the same function, with and without semantics, batched and per frame."""
+    model = tiny(4)
+    x = torch.rand(2, 5, 3, 13, 17)
+    for sem in (semantics_for(2, 5, 13, 17), None):
+        with torch.no_grad():
+            fast = model(x, sem)
+        with torch.enable_grad():
+            graph = model(x, sem)
+        assert graph.requires_grad and not fast.requires_grad
+        torch.testing.assert_close(fast, graph.detach(), rtol=0, atol=1e-5)
+        with torch.no_grad():
+            alone = model(x[1:], None if sem is None else Semantics(
+                masks=sem.masks[1:], instance_tokens=sem.instance_tokens[1:], global_tokens=sem.global_tokens[1:],
+                valid=sem.valid[1:], track_ids=sem.track_ids[1:]))
+        torch.testing.assert_close(alone[0], fast[1], rtol=0, atol=1e-5)
+
+
 def test_relabelling_instances_does_not_change_the_output() -> None:
     model = tiny(2)
     x = torch.rand(1, 4, 3, 16, 20)

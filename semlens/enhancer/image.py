@@ -41,6 +41,7 @@ class ImplicitMaskedAlignment(nn.Module):
         dist2 = (ys**2 + xs**2).float().flatten()
         self.position_bias = nn.Parameter(-0.5 * dist2 / max(radius, 1))
         self.scale = 1.0 / math.sqrt(align_dim)
+        self._outside_cache: dict[tuple[int, int, str], Tensor] = {}
 
     def _shifts(self) -> list[tuple[int, int]]:
         r = self.radius
@@ -69,28 +70,45 @@ class ImplicitMaskedAlignment(nn.Module):
         b, _, h, w = reference.shape
         r = self.radius
         pad = (r, r, r, r)
-        q = self.query(reference) * self.scale  # (B, A, h, w)
-        keys = F.pad(self.key(support), pad)
-        # One displacement at a time: no (K x C x h x w) tensor is ever materialised.
-        logits = torch.stack(
-            [(q * keys[:, :, dy:dy + h, dx:dx + w]).sum(dim=1) for dy, dx in self._shifts()], dim=1
-        )  # (B, K, h, w)
+        shifts = self._shifts()
+        # Matching runs on plain (NCHW) layouts: the channel sums below reduce over a strided axis.
+        q = (self.query(reference) * self.scale).contiguous()  # (B, A, h, w)
+        keys = F.pad(self.key(support).contiguous(), pad)
+        # One displacement at a time: no (K x A x h x w) tensor is ever materialised. Inference
+        # writes into preallocated buffers (out= does not record gradients, so training stacks).
+        if torch.is_grad_enabled():
+            logits = torch.stack([(q * keys[:, :, dy:dy + h, dx:dx + w]).sum(dim=1) for dy, dx in shifts], dim=1)
+        else:
+            logits = q.new_empty(b, len(shifts), h, w)
+            product = torch.empty_like(q)
+            for k, (dy, dx) in enumerate(shifts):
+                torch.sum(torch.mul(q, keys[:, :, dy:dy + h, dx:dx + w], out=product), dim=1, out=logits[:, k])
         logits = logits + self.position_bias.to(logits.dtype)[None, :, None, None]
 
-        # Positions outside the frame never take part.
-        inside = F.pad(torch.ones(1, 1, h, w, dtype=torch.bool, device=q.device), pad)
-        allowed = torch.stack([inside[:, 0, dy:dy + h, dx:dx + w] for dy, dx in self._shifts()], dim=1)
-        allowed = allowed.expand(b, -1, -1, -1)
+        # Positions outside the frame never take part; with instance ids, a query only looks at its
+        # own instance (where its instance is in reach at all, else at every position in the frame).
+        logits.masked_fill_(self._outside(h, w, q.device), _MASKED)
         if reference_ids is not None and support_ids is not None:
             sup = F.pad(support_ids, pad, value=-1)  # -1 matches no instance
-            same = torch.stack([sup[:, dy:dy + h, dx:dx + w] == reference_ids for dy, dx in self._shifts()], dim=1)
-            same = same & allowed
+            same = torch.stack([sup[:, dy:dy + h, dx:dx + w] == reference_ids for dy, dx in shifts], dim=1)
             has_match = same.any(dim=1, keepdim=True)
-            allowed = torch.where(has_match, same, allowed)
-        logits = logits.masked_fill(~allowed, _MASKED)
+            logits.masked_fill_(has_match & ~same, _MASKED)
         attn = torch.softmax(logits, dim=1)  # (B, K, h, w)
         values = F.pad(value, pad)
-        out = value.new_zeros(value.shape)
-        for k, (dy, dx) in enumerate(self._shifts()):
+        out = torch.zeros_like(value)
+        for k, (dy, dx) in enumerate(shifts):
             out.addcmul_(attn[:, k:k + 1], values[:, :, dy:dy + h, dx:dx + w])
         return out
+
+    def _outside(self, h: int, w: int, device: torch.device) -> Tensor:
+        """``(1, K, h, w)`` bool: displacement ``k`` of pixel ``(y, x)`` falls outside the frame."""
+        key = (h, w, str(device))
+        cached = self._outside_cache.get(key)
+        if cached is None:
+            r = self.radius
+            inside = F.pad(torch.ones(1, 1, h, w, dtype=torch.bool, device=device), (r, r, r, r))
+            cached = ~torch.stack([inside[:, 0, dy:dy + h, dx:dx + w] for dy, dx in self._shifts()], dim=1)
+            if len(self._outside_cache) >= 8:
+                self._outside_cache.clear()
+            self._outside_cache[key] = cached
+        return cached

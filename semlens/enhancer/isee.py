@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["EventAggregator", "InstanceSpecificSemanticEmbedding"]
@@ -78,24 +77,26 @@ class InstanceSpecificSemanticEmbedding(nn.Module):
         b, c, h, w = x.shape
         n1 = tokens.shape[1]
         normed = self.norm(tokens)
-        q = self.query(x).view(b, self.heads, self.head_dim, h * w).transpose(2, 3)  # (B, H, hw, d)
-        k = self.key(normed).view(b, n1, self.heads, self.head_dim).permute(0, 2, 3, 1)  # (B, H, d, N1)
-        v = self.value(normed).view(b, n1, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N1, d)
-        logits = torch.matmul(q, k) / math.sqrt(self.head_dim)  # (B, H, hw, N1)
+        # Pixels stay on the last axis throughout: no transposed copies of the (hw)-sized tensors.
+        q = self.query(x).reshape(b, self.heads, self.head_dim, h * w)  # (B, H, d, hw)
+        k = self.key(normed).view(b, n1, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N1, d)
+        v = self.value(normed).view(b, n1, self.heads, self.head_dim).permute(0, 2, 3, 1)  # (B, H, d, N1)
+        logits = torch.matmul(k / math.sqrt(self.head_dim), q)  # (B, H, N1, hw)
+        slots = torch.arange(n1, device=x.device).view(1, n1, 1)
         if ids is not None:
-            own = F.one_hot(ids.clamp(0, n1 - 1).flatten(1), n1).to(x.dtype)  # (B, hw, N1)
+            own = ids.clamp(0, n1 - 1).reshape(b, 1, h * w) == slots  # (B, N1, hw)
         else:
-            own = torch.zeros(b, h * w, n1, dtype=x.dtype, device=x.device)
-            own[:, :, 0] = 1
-        logits = logits + self.own_bias.to(x.dtype)[None, :, None, None] * own[:, None]
-        logits = logits.masked_fill(~valid[:, None, None, :], _MASKED)
-        attn = torch.softmax(logits, dim=-1)
-        mixed = torch.matmul(attn, v).transpose(2, 3).reshape(b, self.heads * self.head_dim, h, w)
+            own = (slots == 0).expand(b, n1, h * w)
+        own = own.to(x.dtype)
+        logits = logits + self.own_bias.to(x.dtype).view(1, -1, 1, 1) * own[:, None]
+        logits = logits.masked_fill(~valid[:, None, :, None], _MASKED)
+        attn = torch.softmax(logits, dim=2)
+        mixed = torch.matmul(v, attn).reshape(b, self.heads * self.head_dim, h, w)
         x = x + self.out(mixed)
 
         # Tokens <- their own pixels (mask pooling); the scene token pools the background.
-        area = own.sum(dim=1)  # (B, N1)
-        pooled = torch.einsum("bpn,bcp->bnc", own, x.flatten(2)) / area.clamp_min(1.0).unsqueeze(-1)
+        area = own.sum(dim=2)  # (B, N1)
+        pooled = torch.bmm(own, x.flatten(2).transpose(1, 2)) / area.clamp_min(1.0).unsqueeze(-1)
         update = self.token_update(torch.cat([pooled, normed], dim=-1))
         present = (area > 0) & valid
         tokens = tokens + update * present.unsqueeze(-1).to(x.dtype)

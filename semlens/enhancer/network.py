@@ -106,10 +106,10 @@ class PixelEnhancer(nn.Module):
     def forward(self, frames: Tensor, semantics: Semantics | None = None) -> Tensor:
         self._check(frames, semantics)
         b, t, _, h, w = frames.shape
-        c = self.config.channels
-        flat = frames.reshape(b * t, 3, h, w)
-        feats = self.extract(flat).view(b, t, c, h, w)
-        tokens, valid = self._tokens(semantics, b, t, feats)
+        # Per-frame stages run one frame at a time: the activations stay cache-sized and the peak
+        # memory of a window does not grow with T (batched large convolutions are slower on CPUs).
+        feats = [self.extract(frames[:, i].contiguous(memory_format=torch.channels_last)) for i in range(t)]
+        tokens, valid = self._tokens(semantics, b, t, frames)
         ids = semantics.masks if semantics is not None else None
         semantic = semantics is not None
         masked_ids = ids if (ids is not None and self.config.use_image) else None
@@ -121,31 +121,39 @@ class PixelEnhancer(nn.Module):
             return None if masked_ids is None else masked_ids[:, i]
 
         # Backward propagation (last frame to first).
-        backward: list[Tensor] = [feats[:, 0]] * t
-        hidden = feats.new_zeros(b, c, h, w)
+        backward: list[Tensor] = [feats[0]] * t
+        hidden = torch.zeros_like(feats[0])
         memory = torch.zeros_like(tokens[:, 0])
         for i in reversed(range(t)):
             aligned = hidden if i == t - 1 else self._aligned(
-                self.backward_branch, feats[:, i], feats[:, i + 1], hidden, align_ids(i), align_ids(i + 1))
-            x, tok = self._step(self.backward_branch, [feats[:, i], aligned], tokens[:, i] + memory,
+                self.backward_branch, feats[i], feats[i + 1], hidden, align_ids(i), align_ids(i + 1))
+            x, tok = self._step(self.backward_branch, [feats[i], aligned], tokens[:, i] + memory,
                                 valid[:, i], frame_ids(i), semantic)
             memory = tok - tokens[:, i]
             backward[i] = hidden = x
 
-        # Forward propagation (first frame to last), seeing the backward state of each frame.
-        outputs: list[Tensor] = []
-        hidden = feats.new_zeros(b, c, h, w)
+        # Forward propagation (first frame to last), seeing the backward state of each frame; each
+        # frame is reconstructed as soon as its state is final and written into the output in place,
+        # and the states no later step reads are released (the window's peak memory stays low).
+        s = self.config.scale
+        in_place = not torch.is_grad_enabled()  # out= writes do not record gradients
+        out = frames.new_empty(b, t, 3, s * h, s * w) if in_place else None
+        per_frame: list[Tensor] = []
+        done = frames.new_empty(0)  # stands in for a released state
+        hidden = torch.zeros_like(feats[0])
         for i in range(t):
             aligned = hidden if i == 0 else self._aligned(
-                self.forward_branch, feats[:, i], feats[:, i - 1], hidden, align_ids(i), align_ids(i - 1))
-            x, tok = self._step(self.forward_branch, [feats[:, i], aligned, backward[i]], tokens[:, i] + memory,
+                self.forward_branch, feats[i], feats[i - 1], hidden, align_ids(i), align_ids(i - 1))
+            x, tok = self._step(self.forward_branch, [feats[i], aligned, backward[i]], tokens[:, i] + memory,
                                 valid[:, i], frame_ids(i), semantic)
             memory = tok - tokens[:, i]
-            outputs.append(x)
             hidden = x
-
-        hidden_all = torch.stack(outputs, dim=1).reshape(b * t, c, h, w)
-        s = self.config.scale
-        base = F.interpolate(flat, scale_factor=s, mode="bilinear", align_corners=False)
-        out = self.upsample(hidden_all) + base
-        return out.view(b, t, 3, s * h, s * w)
+            base = F.interpolate(frames[:, i], scale_factor=s, mode="bilinear", align_corners=False)
+            if out is not None:
+                torch.add(self.upsample(x), base, out=out[:, i])
+            else:
+                per_frame.append(self.upsample(x) + base)
+            backward[i] = done
+            if i > 0:
+                feats[i - 1] = done
+        return out if out is not None else torch.stack(per_frame, dim=1)

@@ -77,10 +77,16 @@ class VideoReader:
     (raising :class:`~semlens.errors.InputNotFoundError` / :class:`~semlens.errors.InvalidInputError`);
     each iteration decodes from the start with frame threading (``thread_type="AUTO"``;
     ``threads=0`` lets FFmpeg pick the count).
+
+    ``start_pts``: seek to the key frame at or before this pts and yield only the frames from
+    there whose pts is at least ``start_pts`` (``index`` then counts from the first of them). A
+    container that cannot seek exactly may start later; check the first frame's pts.
     """
 
-    def __init__(self, path: str | Path, *, threads: int = 0, info: VideoInfo | None = None) -> None:
+    def __init__(self, path: str | Path, *, threads: int = 0, info: VideoInfo | None = None,
+                 start_pts: int | None = None) -> None:
         self.path = Path(path)
+        self.start_pts = start_pts
         self.info: VideoInfo = info if info is not None else probe(self.path)
         self.threads = int(threads)
         self.dtype: type[np.generic] = np.uint16 if self.info.bit_depth > 8 else np.uint8
@@ -151,6 +157,11 @@ class VideoReader:
                 stream.thread_count = self.threads
             except AV_ERRORS:
                 pass
+            if self.start_pts is not None:
+                try:
+                    container.seek(int(self.start_pts), stream=stream, backward=True, any_frame=False)
+                except AV_ERRORS as exc:
+                    raise InvalidInputError(f"cannot seek in {str(self.path)!r} ({describe(exc)})") from exc
             demux = container.demux(stream)
             errors_in_a_row = 0
             while True:
@@ -175,6 +186,8 @@ class VideoReader:
                 errors_in_a_row = 0
                 for pts, duration, image in images:
                     pts = int(pts) if pts is not None else None
+                    if self.start_pts is not None and (pts is None or pts < self.start_pts):
+                        continue
                     time = float(pts * info.time_base) if pts is not None else None
                     if pts is not None:
                         last_pts = pts
@@ -187,7 +200,8 @@ class VideoReader:
                         time=time,
                         duration=int(duration) if duration else None,
                     )
-            self._check_complete(stream, last_pts)
+            if self.start_pts is None:
+                self._check_complete(stream, last_pts)
         finally:
             self.close()
         if self.frames_read == 0:

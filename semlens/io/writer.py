@@ -293,6 +293,11 @@ class VideoWriter:
     After :meth:`close`: ``frames_written``, ``copied_streams`` / ``skipped_streams`` (labels such
     as ``"#1 audio aac"``) and ``copied_packets`` describe what went into the file. With
     ``codec="libsvtav1"`` the environment variable ``SVT_LOG`` defaults to 1 (errors only).
+
+    Packet mode: with ``template`` (a demuxed video stream of an already-encoded file), no encoder
+    is opened; the video stream copies the template's codec parameters and :meth:`write_packet`
+    muxes that file's packets (e.g. to join separately encoded parts of one video), with the same
+    container set-up, metadata and audio/subtitle copying as encoded frames get.
     """
 
     def __init__(
@@ -315,20 +320,25 @@ class VideoWriter:
         options: dict[str, str] | None = None,
         container_format: str | None = None,
         faststart: bool = True,
+        template: Any | None = None,
     ) -> None:
         self.path = Path(path)
+        self._template = template
         if int(width) <= 0 or int(height) <= 0:
             raise ValueError(f"width and height must be positive, got {width}x{height}")
         self.width, self.height = int(width), int(height)
         self.source = source
         self.source_path = Path(source_path) if source_path is not None else None
-        self.codec = resolve_codec(codec)
+        self.codec = codec_name(template) if template is not None else resolve_codec(codec)
         if self.codec == "libsvtav1":
             os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints pages of info to stderr otherwise
         depth = source.bit_depth if source is not None else 8
-        self.pix_fmt = choose_pix_fmt(
-            self.codec, bit_depth=depth, width=self.width, height=self.height, requested=pix_fmt
-        )
+        if template is not None:
+            self.pix_fmt = template.codec_context.pix_fmt or pix_fmt or "yuv420p"
+        else:
+            self.pix_fmt = choose_pix_fmt(
+                self.codec, bit_depth=depth, width=self.width, height=self.height, requested=pix_fmt
+            )
         self.bit_depth = bit_depth_of(self.pix_fmt)
 
         if source is not None:
@@ -458,26 +468,29 @@ class VideoWriter:
         opts = _codec_options(self.codec, crf, preset)
         opts.update({k: str(v) for k, v in (options or {}).items()})
         try:
-            stream = out.add_stream(self.codec, rate=self.fps or None, options=opts)
+            if self._template is not None:  # packet mode: the template's codec parameters, no encoder
+                stream = out.add_stream_from_template(self._template)
+            else:
+                stream = out.add_stream(self.codec, rate=self.fps or None, options=opts)
         except AV_ERRORS as exc:
             raise OutputError(
                 f"the {out.format.name.split(',')[0]} container cannot hold {self.codec} video ({describe(exc)}); "
                 f"use .mkv (holds every codec) or codec libx264"
             ) from exc
         self._stream = stream
-        stream.width = self.width
-        stream.height = self.height
-        stream.pix_fmt = self.pix_fmt
         stream.time_base = self.time_base
         ctx = stream.codec_context
-        ctx.time_base = self.time_base
-        if self.fps:
-            ctx.framerate = self.fps
-
-        self._setup_colour(ctx)
+        if self._template is None:
+            stream.width = self.width
+            stream.height = self.height
+            stream.pix_fmt = self.pix_fmt
+            ctx.time_base = self.time_base
+            if self.fps:
+                ctx.framerate = self.fps
+            self._setup_colour(ctx)
         src = self.source
         if src is not None:
-            if src.sample_aspect_ratio and src.sample_aspect_ratio != 1:
+            if self._template is None and src.sample_aspect_ratio and src.sample_aspect_ratio != 1:
                 ctx.sample_aspect_ratio = src.sample_aspect_ratio
             if src.display_matrix is not None:
                 stream.set_display_matrix(list(src.display_matrix))
@@ -647,6 +660,24 @@ class VideoWriter:
         self._held = (frame, duration)
         self.frames_written += 1
 
+    def write_packet(self, packet: Any) -> None:
+        """Mux one encoded video packet of the ``template``'s codec (packet mode only); its
+        timestamps are in ``packet.time_base`` and are rescaled to the output's. Packets must come
+        in decoding order with increasing ``dts``."""
+        if self._closed or self._out is None:
+            raise RuntimeError("VideoWriter is closed")
+        if self._template is None:
+            raise RuntimeError("write_packet() needs a VideoWriter opened with template=")
+        ts = packet.dts if packet.dts is not None else packet.pts
+        if ts is not None and packet.time_base:
+            self._pump_aux(ts * packet.time_base)
+        packet.stream = self._stream
+        try:
+            self._out.mux(packet)
+        except AV_ERRORS as exc:
+            raise OutputError(f"writing {str(self.path)!r} failed ({describe(exc)})") from exc
+        self.frames_written += 1
+
     def _encode(self, frame: Any) -> None:
         assert self._out is not None
         self._pump_aux(frame.pts * self.time_base)
@@ -735,7 +766,7 @@ class VideoWriter:
                 self._held = None
                 frame.duration = int(duration) if duration else (self._last_gap or self._pts_step)
                 self._encode(frame)
-            for packet in self._stream.encode(None):
+            for packet in self._stream.encode(None) if self._template is None else ():
                 ts = packet.dts if packet.dts is not None else packet.pts
                 if ts is not None and packet.time_base:
                     self._pump_aux(ts * packet.time_base)
