@@ -101,10 +101,10 @@ class _WindowRunner:
             if tile == 0:
                 budget = s.memory_budget if s.memory_budget is not None else default_memory_budget(s.device)
                 tile = auto_tile_for(self.model, x, budget, s.dtype, s.tile_overlap)
-            y = tiled_forward_with_retry(self.model, x, semantics, tile, s.tile_overlap)
-        first = window.emit_offset
-        emitted = y[0, first:first + (window.stop - window.start)]
-        return to_frames(emitted, maxval)
+            first = window.emit_offset
+            emit = (first, first + (window.stop - window.start))
+            y = tiled_forward_with_retry(self.model, x, semantics, tile, s.tile_overlap, emit=emit)
+        return to_frames(y[0], maxval)
 
 
 def enhance_stream(frames: Iterable[np.ndarray], model: PixelEnhancer, extractor: InstanceExtractor,

@@ -120,7 +120,7 @@ def _crop(semantics: Semantics | None, y0: int, y1: int, x0: int, x1: int) -> Se
 
 
 def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, tile: int,
-                  tile_overlap: int) -> Tensor:
+                  tile_overlap: int, emit: tuple[int, int] | None = None) -> Tensor:
     """Run ``model`` on overlapping square tiles of ``x`` and feather the results together.
 
     Args:
@@ -133,25 +133,29 @@ def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, 
         tile_overlap: LR pixels shared by neighbouring tiles (clamped to ``tile - 1``); the blend
             ramp spans the shared band. See the module docstring for how it relates to the
             receptive field.
+        emit: ``(first, stop)``: only frames ``first .. stop - 1`` of the window are returned (the
+            model's ``emit``); ``None`` = all.
 
     Returns:
-        ``(B, T, 3, s*h, s*w)`` float32 (not clamped), ``s = model.scale``.
+        ``(B, n, 3, s*h, s*w)`` float32 (not clamped), ``s = model.scale``, ``n`` the emitted frames.
     """
     b, t, c, h, w = x.shape
     if tile <= 0 or (tile >= h and tile >= w):
-        return model(x, semantics)
+        return model(x, semantics) if emit is None else model(x, semantics, emit)
+    n = t if emit is None else emit[1] - emit[0]
     overlap = max(0, min(tile_overlap, tile - 1))
     th, tw = min(tile, h), min(tile, w)
     rows = tile_starts(h, th, overlap)
     cols = tile_starts(w, tw, overlap)
     s = int(model.scale)
-    out = torch.zeros(b, t, c, s * h, s * w, device=x.device, dtype=torch.float32)
+    out = torch.zeros(b, n, c, s * h, s * w, device=x.device, dtype=torch.float32)
     weight = torch.zeros(s * h, s * w, device=x.device, dtype=torch.float32)
     col_ramps = [_ramp(cols, i, tw, s, x.device) for i in range(len(cols))]
     for i, y0 in enumerate(rows):
         row_ramp = _ramp(rows, i, th, s, x.device)
         for k, x0 in enumerate(cols):
-            part = model(x[..., y0:y0 + th, x0:x0 + tw], _crop(semantics, y0, y0 + th, x0, x0 + tw))
+            crop = (x[..., y0:y0 + th, x0:x0 + tw], _crop(semantics, y0, y0 + th, x0, x0 + tw))
+            part = model(*crop) if emit is None else model(*crop, emit)
             wmap = row_ramp[:, None] * col_ramps[k][None, :]
             region = (..., slice(s * y0, s * (y0 + th)), slice(s * x0, s * (x0 + tw)))
             out[region].add_(part.float() * wmap)
@@ -302,7 +306,8 @@ def _release(device: torch.device) -> None:
 
 
 def tiled_forward_with_retry(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, tile: int,
-                             tile_overlap: int, *, min_tile: int = MIN_TILE) -> Tensor:
+                             tile_overlap: int, *, min_tile: int = MIN_TILE,
+                             emit: tuple[int, int] | None = None) -> Tensor:
     """:func:`tiled_forward`, halving the tile after every out-of-memory error (``tile <= 0`` tries
     whole frames first, then half the longer side). Every frame is still produced; only when a
     ``min_tile`` tile does not fit either is a :class:`~semlens.errors.SemlensError` raised.
@@ -314,7 +319,7 @@ def tiled_forward_with_retry(model: PixelEnhancer, x: Tensor, semantics: Semanti
     while True:
         overlap = min(tile_overlap, current // 2) if current else tile_overlap
         try:
-            return tiled_forward(model, x, semantics, current, overlap)
+            return tiled_forward(model, x, semantics, current, overlap, emit)
         except Exception as exc:  # only out-of-memory errors are retried, see below
             if not is_out_of_memory(exc):
                 raise

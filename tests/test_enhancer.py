@@ -79,6 +79,21 @@ def test_inference_path_matches_the_training_path() -> None:
         torch.testing.assert_close(alone[0], fast[1], rtol=0, atol=1e-5)
 
 
+def test_emitting_part_of_a_window_equals_slicing_the_whole_output() -> None:
+    model = tiny(2)
+    x = torch.rand(1, 7, 3, 11, 9)
+    sem = semantics_for(1, 7, 11, 9)
+    with torch.no_grad():
+        whole = model(x, sem)
+        for first, stop in [(0, 7), (2, 5), (0, 1), (6, 7), (3, 4)]:
+            part = model(x, sem, (first, stop))
+            assert part.shape[1] == stop - first
+            torch.testing.assert_close(part, whole[:, first:stop], rtol=0, atol=1e-6)
+        for bad in [(3, 3), (-1, 2), (0, 8)]:
+            with pytest.raises(ValueError):
+                model(x, sem, bad)
+
+
 def test_relabelling_instances_does_not_change_the_output() -> None:
     model = tiny(2)
     x = torch.rand(1, 4, 3, 16, 20)

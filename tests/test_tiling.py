@@ -233,9 +233,10 @@ def test_pipeline_tiles_only_when_the_budget_needs_it(monkeypatch: pytest.Monkey
     calls: list[int] = []
     original = tiling.tiled_forward
 
-    def spy(model: PixelEnhancer, x: torch.Tensor, semantics: Semantics | None, tile: int, overlap: int) -> torch.Tensor:
+    def spy(model: PixelEnhancer, x: torch.Tensor, semantics: Semantics | None, tile: int, overlap: int,
+            emit: tuple[int, int] | None = None) -> torch.Tensor:
         calls.append(tile)
-        return original(model, x, semantics, tile, overlap)
+        return original(model, x, semantics, tile, overlap, emit)
 
     monkeypatch.setattr(tiling, "tiled_forward", spy)
 

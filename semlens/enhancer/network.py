@@ -103,9 +103,16 @@ class PixelEnhancer(nn.Module):
             return hidden
         return branch.align(ref, sup, hidden, ref_ids, sup_ids)
 
-    def forward(self, frames: Tensor, semantics: Semantics | None = None) -> Tensor:
+    def forward(self, frames: Tensor, semantics: Semantics | None = None,
+                emit: tuple[int, int] | None = None) -> Tensor:
+        """Restore the window; ``emit = (first, stop)`` returns only frames ``first .. stop - 1`` of it
+        (identical to slicing the full output: every frame still informs the propagation, but the
+        forward pass stops at the last emitted frame and only emitted frames are reconstructed)."""
         self._check(frames, semantics)
         b, t, _, h, w = frames.shape
+        first, stop = (0, t) if emit is None else emit
+        if not 0 <= first < stop <= t:
+            raise ValueError(f"emit range {emit} is not inside a window of {t} frames")
         # Per-frame stages run one frame at a time: the activations stay cache-sized and the peak
         # memory of a window does not grow with T (batched large convolutions are slower on CPUs).
         feats = [self.extract(frames[:, i].contiguous(memory_format=torch.channels_last)) for i in range(t)]
@@ -137,22 +144,23 @@ class PixelEnhancer(nn.Module):
         # and the states no later step reads are released (the window's peak memory stays low).
         s = self.config.scale
         in_place = not torch.is_grad_enabled()  # out= writes do not record gradients
-        out = frames.new_empty(b, t, 3, s * h, s * w) if in_place else None
+        out = frames.new_empty(b, stop - first, 3, s * h, s * w) if in_place else None
         per_frame: list[Tensor] = []
         done = frames.new_empty(0)  # stands in for a released state
         hidden = torch.zeros_like(feats[0])
-        for i in range(t):
+        for i in range(stop):
             aligned = hidden if i == 0 else self._aligned(
                 self.forward_branch, feats[i], feats[i - 1], hidden, align_ids(i), align_ids(i - 1))
             x, tok = self._step(self.forward_branch, [feats[i], aligned, backward[i]], tokens[:, i] + memory,
                                 valid[:, i], frame_ids(i), semantic)
             memory = tok - tokens[:, i]
             hidden = x
-            base = F.interpolate(frames[:, i], scale_factor=s, mode="bilinear", align_corners=False)
-            if out is not None:
-                torch.add(self.upsample(x), base, out=out[:, i])
-            else:
-                per_frame.append(self.upsample(x) + base)
+            if i >= first:
+                base = F.interpolate(frames[:, i], scale_factor=s, mode="bilinear", align_corners=False)
+                if out is not None:
+                    torch.add(self.upsample(x), base, out=out[:, i - first])
+                else:
+                    per_frame.append(self.upsample(x) + base)
             backward[i] = done
             if i > 0:
                 feats[i - 1] = done
