@@ -19,6 +19,7 @@ __all__ = [
     "DownloadError",
     "NothingToDoError",
     "BatchError",
+    "ExtraNotInstalledError",
     "EXIT_INTERRUPTED",
 ]
 
@@ -84,3 +85,9 @@ class BatchError(SemlensError):
     """Some files of a folder run failed; the others were processed."""
 
     exit_code = 11
+
+
+class ExtraNotInstalledError(SemlensError, ImportError):
+    """A feature needs an optional extra that is not installed (e.g. ``semlens[distributed]`` for Ray)."""
+
+    exit_code = 1

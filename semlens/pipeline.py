@@ -22,7 +22,7 @@ from semlens.semantics.cuts import SceneCutDetector
 from semlens.semantics.types import InstanceExtractor
 from semlens.windows import Window, WindowScheduler
 
-__all__ = ["StreamSettings", "enhance_stream", "to_tensor", "to_frames"]
+__all__ = ["StreamSettings", "WindowRunner", "enhance_stream", "to_tensor", "to_frames"]
 
 
 @dataclass
@@ -79,7 +79,11 @@ def _check_frame(frame: np.ndarray, first: np.ndarray | None) -> np.ndarray:
     return frame
 
 
-class _WindowRunner:
+class WindowRunner:
+    """Upscales one window: frames -> extractor -> enhancer (tiled when needed) -> the window's
+    emitted frames. The extractor carries its state from call to call within a shot, so windows
+    must be given in stream order (:func:`enhance_stream`; :mod:`semlens.segments` replays it)."""
+
     def __init__(self, model: PixelEnhancer, extractor: InstanceExtractor, settings: StreamSettings) -> None:
         self.model, self.extractor, self.settings = model, extractor, settings
 
@@ -112,7 +116,7 @@ def enhance_stream(frames: Iterable[np.ndarray], model: PixelEnhancer, extractor
     """Upscale a stream of ``(H, W, 3)`` uint8/uint16 RGB frames, yielding ``(sH, sW, 3)`` frames of the
     same dtype, one per input frame and in order. Shots are split at scene cuts: no window spans a
     cut and the extractor restarts at each one."""
-    run = _WindowRunner(model, extractor, settings)
+    run = WindowRunner(model, extractor, settings)
     scheduler: WindowScheduler[np.ndarray] = WindowScheduler(settings.window, settings.overlap)
     cuts = SceneCutDetector() if settings.detect_cuts else None
     extractor.reset()

@@ -299,14 +299,22 @@ class SemanticLensUpscaler:
                        skip_existing: bool = False, overwrite: bool = False, raise_on_failure: bool = False,
                        on_start: Callable[[Path, Path], None] | None = None,
                        on_result: Callable[[UpscaleResult], None] | None = None,
-                       progress: Progress | None = None, **video_options: Any) -> list[UpscaleResult]:
+                       progress: Progress | None = None, executor: str = "local", ray_options: Any = None,
+                       **video_options: Any) -> list[UpscaleResult]:
         """Upscale every video under ``src`` (recursively) into ``dst`` with the same relative paths.
 
         A file that fails does not stop the others: its result has ``status == "failed"`` and the
         error message. ``skip_existing`` skips outputs that exist and are complete (same frame
         count, upscaled size). Raises :class:`NothingToDoError` when ``src`` holds no videos, and
         :class:`BatchError` at the end if ``raise_on_failure`` and some file failed.
+
+        ``executor="ray"`` runs one Ray task per video (or per segment) on a cluster, configured by
+        ``ray_options`` (a :class:`semlens.distributed.RayOptions`; needs ``semlens[distributed]``);
+        the results are the same as with ``"local"``, and ``progress`` then counts the frames of
+        all videos together.
         """
+        if executor not in ("local", "ray"):
+            raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
         from semlens.io import remove_stale_partials
 
         src, dst = Path(src), Path(dst)
@@ -319,7 +327,17 @@ class SemanticLensUpscaler:
             raise NothingToDoError(f"no videos found in {str(src)!r} (looked for common video extensions, recursively)")
         src_real = src.resolve()
         dst_real = dst.resolve()
-        results: list[UpscaleResult] = []
+        if executor == "ray":
+            if dst_real == src_real:
+                raise OutputError("the output folder is the input folder; choose another output folder")
+            from semlens.distributed import run_on_ray
+
+            pairs = [(video, output_path_for(video.relative_to(src), dst)) for video in videos]
+            videos = []  # done on Ray: nothing left for the local loop below
+            results = run_on_ray(self, pairs, options=ray_options, overwrite=overwrite, skip_existing=skip_existing,
+                                 on_start=on_start, on_result=on_result, progress=progress, **video_options)
+        else:
+            results = []
         for video in videos:
             rel = video.relative_to(src)
             target = output_path_for(rel, dst)

@@ -46,10 +46,21 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
 @click.option("--threads", type=int, default=0, help="CPU threads for the network (0 = all cores).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (GPU).")
 @click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Run on a Ray cluster, one task per video (needs semlens[distributed]).")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to join (implies --ray; default: RAY_ADDRESS, else a new local cluster).")
+@click.option("--segment-seconds", type=float, default=None,
+              help="With --ray: split each video into segments of at least N seconds, one task each.")
+@click.option("--cpus-per-task", type=float, default=1.0, show_default=True, help="With --ray: CPUs per task.")
+@click.option("--gpus-per-task", type=float, default=None,
+              help="With --ray: GPUs per task (default: 1 if the cluster has GPUs, else 0).")
 def upscale_command(input_path: Path, output_path: Path, scale: str | None, model: str | None, device: str,
                     dtype: str, extractor: str | None, window: int | None, tile: int, codec: str, crf: float,
                     preset: str, pix_fmt: str | None, no_audio: bool, overwrite: bool, skip_existing: bool,
-                    max_frames: int | None, threads: int, compile_: bool, quiet: bool) -> None:
+                    max_frames: int | None, threads: int, compile_: bool, quiet: bool, use_ray: bool,
+                    ray_address: str | None, segment_seconds: float | None, cpus_per_task: float,
+                    gpus_per_task: float | None) -> None:
     """Upscale INPUT (a video, a folder of videos, or a folder of images) into OUTPUT.
 
     A folder of videos is mirrored into OUTPUT with the same relative paths. OUTPUT is a video when
@@ -58,6 +69,16 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
     from semlens.errors import BatchError, InputNotFoundError
     from semlens.io import is_image_folder
     from semlens.scan import find_videos
+
+    use_ray = use_ray or ray_address is not None
+    if segment_seconds is not None and not use_ray:
+        raise click.BadParameter("needs --ray", param_hint="--segment-seconds")
+    if segment_seconds is not None and not segment_seconds > 0:
+        raise click.BadParameter(f"must be positive, got {segment_seconds}", param_hint="--segment-seconds")
+    if use_ray:
+        from semlens.distributed import import_ray
+
+        import_ray()  # a one-line error without the extra, before any work
 
     if not input_path.exists():
         raise InputNotFoundError(f"input {str(input_path)!r} does not exist")
@@ -73,8 +94,16 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
         open_source(input_path).close()
         check_output_path(output_path, source=input_path, overwrite=overwrite,
                           is_dir=output_path.suffix.lower() not in VIDEO_EXTENSIONS)
-    up = _build_upscaler(model, int(scale) if scale else None, device, dtype, extractor, window, tile, threads,
-                         compile_)
+    ray_options: Any = None
+    if use_ray:  # the driver only loads the weights; each worker resolves --device and --dtype
+        from semlens.distributed import RayOptions
+
+        ray_options = RayOptions(address=ray_address, device=device, dtype=dtype, num_cpus=cpus_per_task,
+                                 num_gpus=gpus_per_task, threads=threads, segment_seconds=segment_seconds)
+        up = _build_upscaler(model, int(scale) if scale else None, "cpu", "fp32", extractor, window, tile, 0)
+    else:
+        up = _build_upscaler(model, int(scale) if scale else None, device, dtype, extractor, window, tile, threads,
+                             compile_)
     options: dict[str, Any] = dict(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, copy_audio=not no_audio,
                                    max_frames=max_frames)
     progress = FrameProgress(enabled=not quiet)
@@ -85,11 +114,18 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
         progress.update(done, total)
 
     if not quiet:
-        console(stderr=True).print(f"model [bold]{up.name}[/] x{up.scale} on {up.device}", highlight=False)
+        where = "on Ray" if use_ray else f"on {up.device}"
+        console(stderr=True).print(f"model [bold]{up.name}[/] x{up.scale} {where}", highlight=False)
     if not folder_of_videos:
         with progress, interrupt:
             progress.start_file(input_path.name)
-            result = up.upscale_video(input_path, output_path, overwrite=overwrite, progress=on_frame, **options)
+            if use_ray:
+                from semlens.distributed import upscale_video_on_ray
+
+                result = upscale_video_on_ray(up, input_path, output_path, options=ray_options, overwrite=overwrite,
+                                              progress=on_frame, **options)
+            else:
+                result = up.upscale_video(input_path, output_path, overwrite=overwrite, progress=on_frame, **options)
             progress.finish_file()
         if not quiet:
             for w in result.warnings:
@@ -97,10 +133,16 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
             click.echo(f"{result.output}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps)")
         return
     with progress, interrupt:
-        results = up.upscale_folder(
-            input_path, output_path, skip_existing=skip_existing, overwrite=overwrite,
-            on_start=lambda src, dst: progress.start_file(str(src.relative_to(input_path))),
-            on_result=lambda r: progress.finish_file(), progress=on_frame, **options)
+        if use_ray:  # one progress line for all the videos, which run at the same time
+            progress.start_file(f"{len(find_videos(input_path))} videos on Ray")
+            results = up.upscale_folder(input_path, output_path, skip_existing=skip_existing, overwrite=overwrite,
+                                        progress=on_frame, executor="ray", ray_options=ray_options, **options)
+            progress.finish_file()
+        else:
+            results = up.upscale_folder(
+                input_path, output_path, skip_existing=skip_existing, overwrite=overwrite,
+                on_start=lambda src, dst: progress.start_file(str(src.relative_to(input_path))),
+                on_result=lambda r: progress.finish_file(), progress=on_frame, **options)
     failed = [r for r in results if r.status == "failed"]
     if not quiet:
         _summary(results, input_path)

@@ -22,6 +22,7 @@ __all__ = [
     "make_audio_only",
     "make_clip",
     "make_image_folder",
+    "make_shots_clip",
     "packet_dump",
     "pattern_frame",
     "read_frames",
@@ -209,6 +210,54 @@ def make_clip(
                 packet.pts = packet.dts = int(round(start * 1000))
                 packet.duration = int(round((end - start) * 1000))
                 out.mux(packet)
+    finally:
+        out.close()
+    return path
+
+
+def shot_frame(index: int, shot: int, width: int = 64, height: int = 48) -> np.ndarray:
+    """Frame ``index`` of shot number ``shot`` of :func:`make_shots_clip`: the moving squares, with
+    colours that differ from shot to shot enough for the scene-cut detector (shot 1 inverted,
+    shot 2 with its channels rotated, and so on in turn)."""
+    image = pattern_frame(index, width, height)
+    kind = shot % 3
+    if kind == 1:
+        return 255 - image
+    if kind == 2:
+        return np.ascontiguousarray(image[..., [2, 0, 1]])
+    return image
+
+
+def make_shots_clip(
+    path: str | Path,
+    shots: Sequence[int] = (13, 14, 13),
+    size: tuple[int, int] = (32, 24),
+    *,
+    fps: int = 25,
+    gop: int = 8,
+    audio: bool = True,
+) -> Path:
+    """An H.264 clip made of shots of the given lengths (frames of :func:`shot_frame`), with a key
+    frame every ``gop`` frames (so readers can seek) and, with ``audio``, a mono AAC sine."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    out = av.open(str(path), mode="w")
+    try:
+        vs = out.add_stream("libx264", rate=fps, options={"crf": "20", "preset": "ultrafast", "g": str(gop)})
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        astream = _add_audio(out, "aac", 48000, "eng") if audio else None
+        index = 0
+        for number, length in enumerate(shots):
+            for _ in range(length):
+                frame = av.VideoFrame.from_ndarray(shot_frame(index, number, width, height), format="rgb24")
+                frame.pts = index
+                frame.time_base = Fraction(1, fps)
+                out.mux(vs.encode(frame.reformat(format="yuv420p")))
+                index += 1
+        out.mux(vs.encode(None))
+        if astream is not None:
+            _encode_sine(out, astream, index / fps, 48000)
     finally:
         out.close()
     return path
