@@ -4,8 +4,8 @@ PyTorch's CPU allocator hands large tensors straight to glibc's ``malloc``, whic
 its mmap threshold freshly from the kernel and returns them on ``free``. A window of the enhancer
 allocates and frees thousands of multi-megabyte activations, so with the default thresholds every
 one of them is page-faulted in again, which costs a visible share of CPU time. Raising
-the mmap and trim thresholds keeps freed blocks in the heap, where the next window reuses them
-(``benchmarks/memory.py`` records the peak resident size with the tuning on). Set ``SEMLENS_NO_MALLOC_TUNING=1`` to opt out.
+the mmap and trim thresholds keeps freed blocks in the heap, where the next window reuses them:
+less CPU time, more resident memory. It is opt-in: set ``SEMLENS_TUNE_MALLOC=1``.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ _state: dict[str, bool] = {}
 def tune_allocator() -> bool:
     """Raise glibc's mmap/trim thresholds once per process (Linux with glibc only).
 
-    Returns ``True`` when the thresholds are (now) raised, ``False`` when not applicable or
-    disabled with ``SEMLENS_NO_MALLOC_TUNING=1``.
+    Returns ``True`` when the thresholds are (now) raised, ``False`` when not asked for (the
+    environment variable ``SEMLENS_TUNE_MALLOC`` is not ``1``) or not applicable.
     """
     if "done" in _state:
         return _state["done"]
     ok = False
-    if sys.platform.startswith("linux") and os.environ.get("SEMLENS_NO_MALLOC_TUNING", "") not in ("1", "true", "yes"):
+    if sys.platform.startswith("linux") and os.environ.get("SEMLENS_TUNE_MALLOC", "") in ("1", "true", "yes"):
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             mallopt = libc.mallopt

@@ -125,3 +125,19 @@ def test_eval_with_bicubic_as_the_model_reports_bicubic_psnr() -> None:
         ya, yb = rgb_to_y(up.double())[2:-2, 2:-2], rgb_to_y(hr.double())[2:-2, 2:-2]
         ref.append(10 * np.log10(255**2 / ((ya - yb) ** 2).mean().item()))
     assert score.psnr["bicubic"] == pytest.approx(float(np.mean(ref)), abs=1e-6)
+
+
+def test_card_ablation_section_is_replaced_not_duplicated() -> None:
+    from semlens.train.card import render_ablations, replace_ablations
+
+    def report(model: float) -> dict:
+        return {"model": "m", "mean": {"psnr": {"bicubic": 30.0, "m": model}, "ssim": {"bicubic": 0.8, "m": 0.9}}}
+
+    card = "# card\n\n## Evaluation\n\ntext\n\n## Ablations (old)\n\n| old | table |\n\nold note\n"
+    section = render_ablations({"T=7": report(32.5), "T=1": report(31.25)}, "semlens train ...", "Ablations (new)")
+    new = replace_ablations(card, section, "The note.")
+    assert new.startswith("# card\n\n## Evaluation\n\ntext\n\n## Ablations (new)\n")
+    assert "old" not in new and new.count("## Ablations") == 1
+    assert "| T=7 | 32.50 | +2.50 | 0.9000 |" in new and "| T=1 | 31.25 | +1.25 | 0.9000 |" in new
+    assert new.endswith("The note.\n")
+    assert replace_ablations("# card\n", section).count("## Ablations (new)") == 1

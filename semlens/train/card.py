@@ -2,6 +2,8 @@
 
     python -m semlens.train.card RUN_DIR EVAL_JSON OUT_MD --name semlens-tiny-x4 --command "..."
         [--ablation LABEL=EVAL_JSON ...]
+    python -m semlens.train.card --ablations-only OUT_MD --ablation LABEL=EVAL_JSON ... \
+        --ablation-command "..." [--ablation-title ...] [--ablation-note NOTE_MD]
 
 Every number in the card comes from the run's files (``train_config.json``, ``log.jsonl``) or from
 the evaluation JSON files given, so the card can be regenerated from the commands it names.
@@ -65,31 +67,60 @@ def render_card(run_dir: Path, report: dict[str, Any], name: str, command: str, 
         f"Gain over bicubic: **{gain:+.2f} dB** PSNR-Y on average.",
     ]
     if ablations:
-        out += ["", "## Ablations (same recipe, shorter budget)", "",
-                f"Command: `{ablation_command}`", "",
-                "| variant | mean PSNR-Y | gain over bicubic | mean SSIM-Y |", "|---|---|---|---|"]
-        for label, rep in ablations.items():
-            m = rep["model"]
-            out.append(f"| {label} | {rep['mean']['psnr'][m]:.2f} | "
-                       f"{rep['mean']['psnr'][m] - rep['mean']['psnr']['bicubic']:+.2f} | {rep['mean']['ssim'][m]:.4f} |")
+        out += [""] + render_ablations(ablations, ablation_command)
     return "\n".join(out) + "\n"
+
+
+def render_ablations(ablations: dict[str, dict[str, Any]], command: str,
+                     title: str = "Ablations (same recipe, shorter budget)") -> list[str]:
+    """The ablation section: one row per variant's ``semlens eval`` JSON."""
+    out = [f"## {title}", "", f"Command: `{command}`", "",
+           "| variant | mean PSNR-Y | gain over bicubic | mean SSIM-Y |", "|---|---|---|---|"]
+    for label, rep in ablations.items():
+        m = rep["model"]
+        out.append(f"| {label} | {rep['mean']['psnr'][m]:.2f} | "
+                   f"{rep['mean']['psnr'][m] - rep['mean']['psnr']['bicubic']:+.2f} | {rep['mean']['ssim'][m]:.4f} |")
+    return out
+
+
+def replace_ablations(card: str, section: list[str], note: str = "") -> str:
+    """``card`` with everything from its ``## Ablations`` heading on replaced by ``section`` (and
+    ``note``, a paragraph of prose); appended when the card has no such section yet."""
+    lines = card.rstrip("\n").split("\n")
+    cut = next((i for i, line in enumerate(lines) if line.startswith("## Ablations")), len(lines))
+    head = lines[:cut]
+    while head and not head[-1].strip():
+        head.pop()
+    body = head + [""] + section + ([""] + note.rstrip("\n").split("\n") if note.strip() else [])
+    return "\n".join(body) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("eval_json", type=Path)
+    parser.add_argument("run_dir", type=Path, nargs="?", help="the training run (not with --ablations-only)")
+    parser.add_argument("eval_json", type=Path, nargs="?")
     parser.add_argument("out", type=Path)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--command", required=True)
-    parser.add_argument("--eval-command", required=True)
+    parser.add_argument("--name", default="")
+    parser.add_argument("--command", default="")
+    parser.add_argument("--eval-command", default="")
     parser.add_argument("--ablation", action="append", default=[], help="LABEL=EVAL_JSON")
     parser.add_argument("--ablation-command", default="")
+    parser.add_argument("--ablation-title", default="Ablations (same recipe, shorter budget)")
+    parser.add_argument("--ablation-note", type=Path, default=None, help="a Markdown paragraph to put under the table")
+    parser.add_argument("--ablations-only", action="store_true",
+                        help="rewrite only the ablation section of the existing card OUT")
     args = parser.parse_args()
     ablations = {}
     for item in args.ablation:
         label, path = item.rsplit("=", 1)
         ablations[label] = json.loads(Path(path).read_text())
+    if args.ablations_only:
+        note = args.ablation_note.read_text() if args.ablation_note else ""
+        section = render_ablations(ablations, args.ablation_command, args.ablation_title)
+        args.out.write_text(replace_ablations(args.out.read_text(), section, note))
+        return
+    if args.run_dir is None or args.eval_json is None or not args.name:
+        parser.error("RUN_DIR, EVAL_JSON and --name are required unless --ablations-only")
     text = render_card(args.run_dir, json.loads(args.eval_json.read_text()), args.name, args.command,
                        args.eval_command, ablations, args.ablation_command)
     args.out.write_text(text)
