@@ -54,13 +54,14 @@ def _model_only(up: Any, frames: list[np.ndarray]) -> tuple[float, float, int]:
 
     s = up.settings
     scheduler: WindowScheduler[np.ndarray] = WindowScheduler(s.window, s.overlap)
-    groups = [group for frame in frames for _, group in scheduler.push(frame)]
-    groups += [group for _, group in scheduler.finish()]
+    groups = [pair for frame in frames for pair in scheduler.push(frame)]
+    groups += list(scheduler.finish())
     up.extractor.reset()
     model_seconds = extractor_seconds = 0.0
     with torch.inference_mode():
-        for group in groups:
+        for window, group in groups:
             x, _ = to_tensor(group, s.device)
+            emit = (window.emit_offset, window.emit_offset + window.stop - window.start)  # as the pipeline does
             start = time.perf_counter()
             semantics = up.extractor(x)
             extractor_seconds += time.perf_counter() - start
@@ -69,7 +70,7 @@ def _model_only(up: Any, frames: list[np.ndarray]) -> tuple[float, float, int]:
             if tile == 0:
                 budget = s.memory_budget if s.memory_budget is not None else default_memory_budget(s.device)
                 tile = auto_tile_for(up.model, x, budget, s.dtype, s.tile_overlap)
-            tiled_forward_with_retry(up.model, x, semantics, tile, s.tile_overlap)
+            tiled_forward_with_retry(up.model, x, semantics, tile, s.tile_overlap, emit=emit)
             model_seconds += time.perf_counter() - start
     return model_seconds, extractor_seconds, len(groups)
 

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="320x180", help="clip WIDTHxHEIGHT (default: %(default)s)")
     parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--codec", default="libx264", help="--codec passed to semlens upscale (default: %(default)s)")
+    parser.add_argument("--preset", default="medium", help="--preset passed to semlens upscale (default: %(default)s)")
     parser.add_argument("--base", type=int, default=48,
                         help="base clip length in frames (default: 48, longer than the encoder's look-ahead)")
     parser.add_argument("--multiples", default="1,4,16", help="clip lengths as multiples of --base (default: 1,4,16)")
@@ -64,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         for multiple in multiples:
             frames = args.base * multiple
             clip = clips.make_clip(work / f"clip-{frames}.mp4", frames=frames, size=(width, height))
-            out = work / f"up-{frames}.mp4"
+            out = work / f"up-{frames}.{'mkv' if args.codec == 'ffv1' else 'mp4'}"
             command = [sys.executable, "-m", "semlens_cli", "upscale", str(clip), str(out), "--model", model,
-                       "--device", "cpu", "--quiet", "--overwrite", "--threads", str(args.threads)]
+                       "--device", "cpu", "--quiet", "--overwrite", "--threads", str(args.threads),
+                       "--codec", args.codec, "--preset", args.preset]
             print(f"upscaling {frames} frames ...", file=sys.stderr, flush=True)
             peak, seconds, code = run_peak(command, work / f"log-{frames}.txt")
             if code:
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     flat = high <= 1.10 * low
     for r in rows:
         r["relative_to_smallest"] = r["peak_rss_bytes"] / low
-    print(f"{width}x{height} -> x{args.scale}; {note}\n")
+    print(f"{width}x{height} -> x{args.scale}, {args.codec} {args.preset}; {note}\n")
     print(markdown_table(["frames", "peak RSS (MiB)", "vs smallest", "seconds"],
                          [[r["frames"], f"{r['peak_rss_bytes'] / 2**20:.0f}", f"{r['relative_to_smallest']:.3f}",
                            f"{r['seconds']:.1f}"] for r in rows]))
