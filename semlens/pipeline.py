@@ -19,7 +19,7 @@ from torch import Tensor
 from semlens.enhancer import PixelEnhancer
 from semlens.errors import InvalidInputError
 from semlens.semantics.cuts import SceneCutDetector
-from semlens.semantics.types import InstanceExtractor
+from semlens.semantics.types import InstanceExtractor, Semantics
 from semlens.windows import Window, WindowScheduler
 
 __all__ = ["StreamSettings", "WindowRunner", "enhance_stream", "to_tensor", "to_frames"]
@@ -30,7 +30,9 @@ class StreamSettings:
     """How frames are processed: device, autocast dtype (``None`` = float32), window and overlap,
     scene-cut detection, spatial tile size (``0`` = automatic: whole frames when the window fits
     ``memory_budget`` bytes of activations, else the largest tile that does; ``None`` budget = 2 GiB
-    on a CPU, 60% of a GPU's memory). Out-of-memory errors halve the tile and retry."""
+    on a CPU, 60% of a GPU's memory). Out-of-memory errors halve the tile and retry.
+    ``batch_windows`` windows go through the enhancer together (one batch: fuller GPUs; the
+    extractor still sees every window in stream order, and the pixels are those of one at a time)."""
 
     device: torch.device
     dtype: torch.dtype | None = None
@@ -40,6 +42,7 @@ class StreamSettings:
     tile: int = 0
     tile_overlap: int = 8
     memory_budget: int | None = None
+    batch_windows: int = 1
 
 
 def to_tensor(frames: list[np.ndarray], device: torch.device) -> tuple[Tensor, int]:
@@ -95,8 +98,24 @@ class WindowRunner:
 
     @torch.inference_mode()
     def __call__(self, window: Window, frames: list[np.ndarray]) -> list[np.ndarray]:
-        x, maxval = to_tensor(frames, self.settings.device)
-        semantics = self.extractor(x)
+        return self.batch([(window, frames)])[0]
+
+    @torch.inference_mode()
+    def batch(self, items: list[tuple[Window, list[np.ndarray]]]) -> list[list[np.ndarray]]:
+        """Several windows of the same length and emitted range through the enhancer as one batch;
+        the extractor runs on each in the order given. Returns each window's emitted frames."""
+        window = items[0][0]
+        first = window.emit_offset
+        emit = (first, first + (window.stop - window.start))
+        inputs, parts = [], []
+        for w, frames in items:
+            if (w.emit_offset, w.emit_offset + w.stop - w.start) != emit or len(frames) != len(items[0][1]):
+                raise ValueError("windows batched together must have the same length and emitted range")
+            x, maxval = to_tensor(frames, self.settings.device)
+            parts.append(self.extractor(x))
+            inputs.append(x)
+        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
+        semantics = parts[0] if len(parts) == 1 else Semantics.concat(parts)
         with self._autocast():
             from semlens.tiling import auto_tile_for, default_memory_budget, tiled_forward_with_retry
 
@@ -105,10 +124,34 @@ class WindowRunner:
             if tile == 0:
                 budget = s.memory_budget if s.memory_budget is not None else default_memory_budget(s.device)
                 tile = auto_tile_for(self.model, x, budget, s.dtype, s.tile_overlap)
-            first = window.emit_offset
-            emit = (first, first + (window.stop - window.start))
             y = tiled_forward_with_retry(self.model, x, semantics, tile, s.tile_overlap, emit=emit)
-        return to_frames(y[0], maxval)
+        return [to_frames(y[i], maxval) for i in range(len(items))]
+
+
+class _Batcher:
+    """Collects windows until ``size`` of the same shape are pending, then runs them as one batch."""
+
+    def __init__(self, run: WindowRunner, size: int) -> None:
+        self.run, self.size = run, max(1, int(size))
+        self.pending: list[tuple[Window, list[np.ndarray]]] = []
+
+    def _key(self, item: tuple[Window, list[np.ndarray]]) -> tuple[int, int, int]:
+        w, frames = item
+        return (len(frames), w.emit_offset, w.stop - w.start)
+
+    def add(self, items: Iterable[tuple[Window, list[np.ndarray]]]) -> Iterator[np.ndarray]:
+        for item in items:
+            if self.pending and self._key(item) != self._key(self.pending[0]):
+                yield from self.flush()
+            self.pending.append(item)
+            if len(self.pending) >= self.size:
+                yield from self.flush()
+
+    def flush(self) -> Iterator[np.ndarray]:
+        items, self.pending = self.pending, []
+        if items:
+            for frames in self.run.batch(items):
+                yield from frames
 
 
 def enhance_stream(frames: Iterable[np.ndarray], model: PixelEnhancer, extractor: InstanceExtractor,
@@ -117,6 +160,7 @@ def enhance_stream(frames: Iterable[np.ndarray], model: PixelEnhancer, extractor
     same dtype, one per input frame and in order. Shots are split at scene cuts: no window spans a
     cut and the extractor restarts at each one."""
     run = WindowRunner(model, extractor, settings)
+    batcher = _Batcher(run, settings.batch_windows)
     scheduler: WindowScheduler[np.ndarray] = WindowScheduler(settings.window, settings.overlap)
     cuts = SceneCutDetector() if settings.detect_cuts else None
     extractor.reset()
@@ -125,11 +169,10 @@ def enhance_stream(frames: Iterable[np.ndarray], model: PixelEnhancer, extractor
         frame = _check_frame(frame, first)
         first = frame if first is None else first
         if cuts is not None and cuts.update(frame) and scheduler.count:
-            for window, group in scheduler.finish():
-                yield from run(window, group)
+            yield from batcher.add(scheduler.finish())
+            yield from batcher.flush()  # the extractor restarts: its windows before the cut are done
             scheduler = WindowScheduler(settings.window, settings.overlap)
             extractor.reset()
-        for window, group in scheduler.push(frame):
-            yield from run(window, group)
-    for window, group in scheduler.finish():
-        yield from run(window, group)
+        yield from batcher.add(scheduler.push(frame))
+    yield from batcher.add(scheduler.finish())
+    yield from batcher.flush()

@@ -78,3 +78,41 @@ def test_conversions_round_trip() -> None:
     assert x.shape == (1, 2, 3, 12, 16) and maxval == 255
     back = to_frames(x[0], maxval)
     assert all(np.array_equal(a, b) for a, b in zip(frames, back))
+
+
+@pytest.mark.parametrize("batch", [2, 3, 8])
+def test_batched_windows_give_the_frames_of_one_at_a_time(batch: int) -> None:
+    """Windows batched through the network (the GPU default) give the frames of unbatched runs:
+    across a scene cut, with a shorter last window, and with windows whose extractor found
+    different numbers of instances (the batch pads their slots)."""
+    frames = shot(3, 13, (60, 90, 120)) + shot(4, 9, (200, 40, 30))
+    one = list(upscaler().upscale_frames(frames))
+    up = upscaler()
+    up.settings.batch_windows = batch
+    many = list(up.upscale_frames(frames))
+    assert len(many) == len(one) == 22
+    assert all(np.array_equal(a, b) for a, b in zip(one, many))
+
+
+def test_padded_instance_slots_change_nothing() -> None:
+    from semlens.semantics import Semantics
+
+    torch.manual_seed(0)
+    model = PixelEnhancer(EnhancerConfig.preset("tiny", scale=2)).eval()
+    gen = torch.Generator().manual_seed(1)
+
+    def sem(n: int) -> Semantics:
+        return Semantics(masks=torch.randint(0, n + 1, (1, 4, 10, 12), generator=gen),
+                         instance_tokens=torch.randn(1, 4, n, 8, generator=gen),
+                         global_tokens=torch.randn(1, 4, 8, generator=gen),
+                         valid=torch.ones(1, 4, n, dtype=torch.bool), track_ids=torch.arange(n)[None])
+
+    x = torch.rand(2, 4, 3, 10, 12)
+    few, more = sem(2), sem(5)
+    both = Semantics.concat([few, more])
+    assert both.num_instances == 5 and both.track_ids[0].tolist() == [0, 1, -1, -1, -1]
+    assert not both.valid[0, :, 2:].any()
+    with torch.no_grad():
+        batched = model(x, both)
+        torch.testing.assert_close(batched[:1], model(x[:1], few), rtol=0, atol=1e-5)
+        torch.testing.assert_close(batched[1:], model(x[1:], more), rtol=0, atol=1e-5)

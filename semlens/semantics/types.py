@@ -67,6 +67,27 @@ class Semantics:
             sl = slice(sl, sl + 1)
         return Semantics(**{f.name: getattr(self, f.name)[sl] for f in fields(self)})
 
+    @staticmethod
+    def concat(parts: list[Semantics]) -> Semantics:
+        """Stack windows along the batch dimension. Windows with fewer instance slots are padded with
+        slots that are never valid, never referenced by a mask and have track id ``-1``: the
+        enhancer gives them no weight, so each window's result is unchanged."""
+        n = max(p.num_instances for p in parts)
+
+        def pad(p: Semantics) -> Semantics:
+            extra = n - p.num_instances
+            if extra == 0:
+                return p
+            b, t, _, d = p.instance_tokens.shape
+            tokens = torch.cat([p.instance_tokens, p.instance_tokens.new_zeros(b, t, extra, d)], dim=2)
+            valid = torch.cat([p.valid, p.valid.new_zeros(b, t, extra)], dim=2)
+            ids = torch.cat([p.track_ids, p.track_ids.new_full((b, extra), -1)], dim=1)
+            return Semantics(masks=p.masks, instance_tokens=tokens, global_tokens=p.global_tokens, valid=valid,
+                             track_ids=ids)
+
+        padded = [pad(p) for p in parts]
+        return Semantics(**{f.name: torch.cat([getattr(p, f.name) for p in padded]) for f in fields(Semantics)})
+
     def frames(self, sl: slice) -> Semantics:
         """Select frames along the time dimension (``track_ids`` is shared by all frames)."""
         return Semantics(
