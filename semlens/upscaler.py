@@ -146,6 +146,79 @@ def _prefetch(items: Iterable[T], size: int = 8) -> Iterator[T]:
         thread.join(timeout=5)
 
 
+class _BackgroundWriter:
+    """Runs ``write(image, pts, duration)`` on a background thread, ``size`` frames behind the
+    producer, so encoding overlaps the network (``threaded=False``: in the caller, as frames come). A write error is raised in the producer (at its
+    next :meth:`put` or on leaving the ``with`` block); leaving the block by an exception (an
+    error, Ctrl-C) stops the thread without draining, before the caller cleans up the output."""
+
+    def __init__(self, write: Callable[[np.ndarray, int | None, int | None], None], size: int = 8,
+                 threaded: bool = True) -> None:
+        self._write = write
+        self.threaded = threaded
+        self._queue: queue.Queue[tuple[np.ndarray, int | None, int | None] | None] = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self.written = 0
+        self._thread = threading.Thread(target=self._work, name="semlens-encode", daemon=True)
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    return
+                self._write(*item)
+                self.written += 1
+        except BaseException as exc:  # handed to the producer
+            self._error = exc
+            self._stop.set()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def put(self, image: np.ndarray, pts: int | None, duration: int | None) -> None:
+        if not self.threaded:
+            self._write(image, pts, duration)
+            self.written += 1
+            return
+        while True:
+            self._raise()
+            if self._stop.is_set():
+                raise RuntimeError("the encoding thread stopped")
+            try:
+                self._queue.put((image, pts, duration), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __enter__(self) -> _BackgroundWriter:
+        if self.threaded:
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not self.threaded:
+            return
+        if exc_type is None:
+            while self._thread.is_alive():  # drain: every queued frame is written
+                try:
+                    self._queue.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join()
+            self._raise()
+        else:
+            self._stop.set()
+            self._thread.join(timeout=30)
+
+
 def _is_video_path(path: Path) -> bool:
     from semlens.io import VIDEO_EXTENSIONS
 
@@ -281,15 +354,24 @@ class SemanticLensUpscaler:
                             stamps.append((frame.pts, frame.duration))
                             yield frame.image
 
-                    for image in self.upscale_frames(_prefetch(images())):
-                        pts, duration = stamps.popleft()
+                    def write(image: np.ndarray, pts: int | None, duration: int | None) -> None:
                         if to_video:
                             writer.write(image, pts, duration=duration)
                         else:
                             writer.write(image, pts)
-                        result.frames += 1
-                        if progress is not None:
-                            progress(result.frames, total)
+
+                    done = 0
+                    # Encoding overlaps compute where there is room for it: a GPU computes, or the CPU
+                    # has cores the network's threads leave free (else the thread only competes).
+                    spare = self.device.type != "cpu" or (os.cpu_count() or 1) > torch.get_num_threads()
+                    with _BackgroundWriter(write, threaded=spare) as background:
+                        for image in self.upscale_frames(_prefetch(images())):
+                            pts, duration = stamps.popleft()
+                            background.put(image, pts, duration)
+                            done += 1
+                            if progress is not None:
+                                progress(done, total)
+                    result.frames = background.written
                 if result.frames == 0:
                     raise InvalidInputError(f"no frame could be decoded from {str(src)!r}")
             if getattr(reader, "truncated", False):
