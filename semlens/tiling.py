@@ -124,7 +124,7 @@ def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, 
     """Run ``model`` on overlapping square tiles of ``x`` and feather the results together.
 
     Args:
-        model: the enhancer (anything with ``scale`` and the enhancer's call contract).
+        model: the enhancer (anything with ``scale`` and the enhancer's call contract, ``emit`` included).
         x: ``(B, T, 3, h, w)`` float RGB in [0, 1].
         semantics: the window's semantics (masks ``(B, T, h, w)``; cropped per tile, tokens kept
             whole) or ``None``.
@@ -141,7 +141,7 @@ def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, 
     """
     b, t, c, h, w = x.shape
     if tile <= 0 or (tile >= h and tile >= w):
-        return model(x, semantics) if emit is None else model(x, semantics, emit)
+        return model(x, semantics, emit)
     n = t if emit is None else emit[1] - emit[0]
     overlap = max(0, min(tile_overlap, tile - 1))
     th, tw = min(tile, h), min(tile, w)
@@ -154,8 +154,7 @@ def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, 
     for i, y0 in enumerate(rows):
         row_ramp = _ramp(rows, i, th, s, x.device)
         for k, x0 in enumerate(cols):
-            crop = (x[..., y0:y0 + th, x0:x0 + tw], _crop(semantics, y0, y0 + th, x0, x0 + tw))
-            part = model(*crop) if emit is None else model(*crop, emit)
+            part = model(x[..., y0:y0 + th, x0:x0 + tw], _crop(semantics, y0, y0 + th, x0, x0 + tw), emit)
             wmap = row_ramp[:, None] * col_ramps[k][None, :]
             region = (..., slice(s * y0, s * (y0 + th)), slice(s * x0, s * (x0 + tw)))
             out[region].add_(part.float() * wmap)

@@ -59,12 +59,14 @@ class _Nearest(torch.nn.Module):
 
     scale = 3
 
-    def forward(self, x: torch.Tensor, semantics: Semantics | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, semantics: Semantics | None,
+                emit: tuple[int, int] | None = None) -> torch.Tensor:
         b, t, c, h, w = x.shape
         if semantics is not None:
             assert tuple(semantics.masks.shape) == (b, t, h, w)
         up = F.interpolate(x.reshape(b * t, c, h, w), scale_factor=self.scale, mode="nearest")
-        return up.view(b, t, c, self.scale * h, self.scale * w)
+        up = up.view(b, t, c, self.scale * h, self.scale * w)
+        return up if emit is None else up[:, emit[0]:emit[1]]
 
 
 @pytest.mark.parametrize(("size", "tile", "overlap"), [(40, 16, 8), (52, 16, 8), (52, 24, 12), (17, 16, 15), (16, 16, 8)])
@@ -137,12 +139,13 @@ def _fail_once_when_large(model: torch.nn.Module, monkeypatch: pytest.MonkeyPatc
     original = model.forward
     state = {"raised": False}
 
-    def forward(x: torch.Tensor, semantics: Semantics | None = None) -> torch.Tensor:
+    def forward(x: torch.Tensor, semantics: Semantics | None = None,
+                emit: tuple[int, int] | None = None) -> torch.Tensor:
         seen.append((x.shape[-2], x.shape[-1]))
         if x.shape[-2] * x.shape[-1] > limit and not state["raised"]:
             state["raised"] = True
             raise error
-        return original(x, semantics)
+        return original(x, semantics, emit)
 
     monkeypatch.setattr(model, "forward", forward)
     return seen
@@ -180,14 +183,14 @@ def test_oom_retry_gives_up_with_advice_and_other_errors_pass(clip: tuple[torch.
     x, semantics = clip
     model = _model()
 
-    def always_oom(x: torch.Tensor, semantics: Semantics | None = None) -> torch.Tensor:
+    def always_oom(x: torch.Tensor, semantics: Semantics | None = None, emit: object = None) -> torch.Tensor:
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(model, "forward", always_oom)
     with pytest.raises(SemlensError, match="out of memory even with .*window"):
         tiled_forward_with_retry(model, x, semantics, 32, 8)
 
-    def broken(x: torch.Tensor, semantics: Semantics | None = None) -> torch.Tensor:
+    def broken(x: torch.Tensor, semantics: Semantics | None = None, emit: object = None) -> torch.Tensor:
         raise RuntimeError("shape mismatch")
 
     monkeypatch.setattr(model, "forward", broken)
