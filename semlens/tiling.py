@@ -20,12 +20,16 @@ half. Rule: the context, a quarter of ``tile_overlap``, should cover the effecti
 default 8 gives 2 pixels of context and a 4-pixel ramp (tiled vs untiled within 1/255 through the
 convolution and IMAGE paths); 12 gives 3 + 6 (within 0.1/255). Trained models may reach further.
 
-One part of the network is not local at all: ISEE pools each instance's pixels into its token
-(and an instance absent from a tile gets no update), so a tile's tokens are those of the instance
-*inside the tile*, and that difference reaches every pixel of the tile. It is small for large
-tiles (mean 0.14/255 for 24-pixel tiles on a 40x52 frame with the random tiny model, max about 2)
-and grows as tiles shrink (16-pixel tiles: mean 0.4, max about 5). Tiling is therefore an
-approximation, used only when whole frames do not fit, with the largest tile that does.
+One part of the network is not local at all: ISEE pools each instance's pixels over the whole
+frame into its token, at every SPACE block of every propagation step, and the tokens reach every
+pixel. A tile alone would pool only the instance's pixels inside it (up to about 3/255 off for
+16-pixel tiles with the random tiny model). So with ISEE the tiles are run twice: the first pass
+gathers, for every pooling call, each tile's sums over the part of the frame it owns (shared bands
+split in the middle); the second pass pools its own part live and adds the other tiles' sums from
+the first pass (:class:`~semlens.enhancer.isee.TilePooling`). The other tiles' sums are then off
+only by how their tokens were off in the first pass, a second-order error: the tiled output is
+within 1/255 of the untiled one (tested). The gathering pass skips reconstruction, so tiling with
+ISEE costs a little under twice the network time; it is used only when whole frames do not fit.
 
 :func:`auto_tile_size` estimates the network's peak activation memory and picks a tile that fits a
 budget; :func:`tiled_forward_with_retry` halves the tile on an out-of-memory error instead of
@@ -41,6 +45,7 @@ import torch
 from torch import Tensor
 
 from semlens.enhancer import EnhancerConfig, PixelEnhancer
+from semlens.enhancer.isee import TilePooling
 from semlens.errors import SemlensError
 from semlens.semantics.types import Semantics
 
@@ -62,10 +67,14 @@ GIB = 1024**3
 MIN_TILE = 16
 """The smallest tile :func:`tiled_forward_with_retry` tries before giving up."""
 
+POOLING_PASSES = 2
+"""Passes over the tiles when the enhancer has ISEE: one gathers the pooled sums, one produces the
+output (see :func:`tiled_forward`)."""
+
 CONTEXT_FRACTION = 0.25
 """Share of each overlap band, on either side, that is context only (never blended in)."""
 
-_SAFETY = 1.25  # the estimate below is within ~20% of measured CPU peaks; stay on the safe side
+_SAFETY = 1.25  # measured CPU peaks vary from run to run with the allocator; stay on the safe side
 
 
 # -- geometry -------------------------------------------------------------------------------------
@@ -119,8 +128,23 @@ def _crop(semantics: Semantics | None, y0: int, y1: int, x0: int, x1: int) -> Se
                      global_tokens=semantics.global_tokens, valid=semantics.valid, track_ids=semantics.track_ids)
 
 
+def _owned(starts: list[int], index: int, tile: int) -> tuple[int, int]:
+    """The part ``[lo, hi)`` of tile ``index`` (in tile coordinates) that it owns in the partition of
+    the axis among the tiles: every shared band is split at its middle."""
+    start = starts[index]
+    lo = 0 if index == 0 else (starts[index - 1] + tile + start) // 2 - start
+    hi = tile if index + 1 == len(starts) else (start + tile + starts[index + 1]) // 2 - start
+    return lo, hi
+
+
+def _pools_over_frames(model: PixelEnhancer) -> bool:
+    """Whether ``model`` is the enhancer with ISEE (whose token pooling reads whole frames)."""
+    config = getattr(model, "config", None)
+    return isinstance(config, EnhancerConfig) and config.use_isee
+
+
 def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, tile: int,
-                  tile_overlap: int, emit: tuple[int, int] | None = None) -> Tensor:
+                  tile_overlap: int, emit: tuple[int, int] | None = None, passes: int | None = None) -> Tensor:
     """Run ``model`` on overlapping square tiles of ``x`` and feather the results together.
 
     Args:
@@ -135,6 +159,11 @@ def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, 
             receptive field.
         emit: ``(first, stop)``: only frames ``first .. stop - 1`` of the window are returned (the
             model's ``emit``); ``None`` = all.
+        passes: runs over the tiles. With ISEE the token pooling must see the whole frame: each
+            pass but the last only gathers every tile's pooled sums (no reconstruction), and the
+            next pass pools its own pixels plus the other tiles' sums of the pass before
+            (:class:`~semlens.enhancer.isee.TilePooling`). ``None`` = :data:`POOLING_PASSES` for
+            the enhancer with ISEE, 1 for anything else.
 
     Returns:
         ``(B, n, 3, s*h, s*w)`` float32 (not clamped), ``s = model.scale``, ``n`` the emitted frames.
@@ -142,25 +171,54 @@ def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, 
     b, t, c, h, w = x.shape
     if tile <= 0 or (tile >= h and tile >= w):
         return model(x, semantics, emit)
+    pooled = _pools_over_frames(model)
+    passes = (POOLING_PASSES if pooled else 1) if passes is None else passes
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
     n = t if emit is None else emit[1] - emit[0]
     overlap = max(0, min(tile_overlap, tile - 1))
     th, tw = min(tile, h), min(tile, w)
     rows = tile_starts(h, th, overlap)
     cols = tile_starts(w, tw, overlap)
+    tiles = [(i, y0, k, x0) for i, y0 in enumerate(rows) for k, x0 in enumerate(cols)]
     s = int(model.scale)
     out = torch.zeros(b, n, c, s * h, s * w, device=x.device, dtype=torch.float32)
     weight = torch.zeros(s * h, s * w, device=x.device, dtype=torch.float32)
     col_ramps = [_ramp(cols, i, tw, s, x.device) for i in range(len(cols))]
-    for i, y0 in enumerate(rows):
-        row_ramp = _ramp(rows, i, th, s, x.device)
-        for k, x0 in enumerate(cols):
-            part = model(x[..., y0:y0 + th, x0:x0 + tw], _crop(semantics, y0, y0 + th, x0, x0 + tw), emit)
-            wmap = row_ramp[:, None] * col_ramps[k][None, :]
-            region = (..., slice(s * y0, s * (y0 + th)), slice(s * x0, s * (x0 + tw)))
-            out[region].add_(part.float() * wmap)
-            weight[region].add_(wmap)
+    outside: list[list[tuple[Tensor, Tensor]] | None] = [None] * len(tiles)
+    for run in range(passes):
+        last = run == passes - 1
+        records: list[list[tuple[Tensor, Tensor]]] = []
+        for j, (i, y0, k, x0) in enumerate(tiles):
+            inputs = (x[..., y0:y0 + th, x0:x0 + tw], _crop(semantics, y0, y0 + th, x0, x0 + tw), emit)
+            if not pooled:
+                part = model(*inputs)
+            else:
+                owned = torch.zeros(th, tw, device=x.device)
+                (r0, r1), (c0, c1) = _owned(rows, i, th), _owned(cols, k, tw)
+                owned[r0:r1, c0:c1] = 1.0
+                pooling = TilePooling(owned, outside[j], want_output=last)
+                part = model(*inputs, pooling=pooling)
+                records.append(pooling.recorded)
+            if last:
+                wmap = _ramp(rows, i, th, s, x.device)[:, None] * col_ramps[k][None, :]
+                region = (..., slice(s * y0, s * (y0 + th)), slice(s * x0, s * (x0 + tw)))
+                out[region].add_(part.float() * wmap)
+                weight[region].add_(wmap)
             del part
+        if not last and pooled:
+            outside = _others(records)
     return out.div_(weight)
+
+
+def _others(records: list[list[tuple[Tensor, Tensor]]]) -> list[list[tuple[Tensor, Tensor]] | None]:
+    """Per tile and pooling call: the sums and areas every *other* tile recorded."""
+    calls = len(records[0])
+    if any(len(r) != calls for r in records):
+        raise RuntimeError("tiles made different numbers of pooling calls")
+    totals = [(sum(r[call][0] for r in records), sum(r[call][1] for r in records)) for call in range(calls)]
+    return [[(totals[call][0] - r[call][0], totals[call][1] - r[call][1]) for call in range(calls)]
+            for r in records]
 
 
 # -- how far a pixel reaches -------------------------------------------------------------------------
@@ -201,18 +259,17 @@ def estimate_window_bytes(h: int, w: int, t: int, channels: int, *, scale: int =
                           instances: int = 16, heads: int = 4, bytes_per_value: int = 4) -> int:
     """Peak activation bytes of one forward pass of the enhancer on a ``(1, T, 3, h, w)`` window.
 
-    Per LR pixel and frame the network keeps the features, the backward states, the forward outputs
-    and their stacked copy (4 tensors of ``C``), plus reconstruction temporaries (the last conv,
-    pixel shuffle, bilinear base and the sum: ``~9 s^2``) and int64 instance ids; per pixel it also
-    needs one propagation step's temporaries (IMAGE builds about 8 ``(2r+1)^2`` maps, the SPACE
-    block about 16 ``C``, ISEE's attention ``(3 heads + 4)`` per instance). The constants are
-    rounded up (6 ``C``, 10 ``s^2``) to cover allocator and im2col slack, checked against peak RSS on
-    a CPU (measured 7.3 / 18 / 31 KB per pixel for T = 4 / 12 / 24 with the tiny x4 model; this
-    gives 8.9 / 20.4 / 37.6 KB) and multiplied by a 1.25 safety factor.
+    Per LR pixel and frame the network keeps the features and the backward states (2 tensors of
+    ``C``; taken as 2.5 ``C`` for the allocator's slack), the input, the int64 instance ids and the
+    upscaled output (``3 s^2``); per pixel it also needs one propagation step's temporaries (IMAGE
+    about 2 ``(2r+1)^2`` maps, the SPACE block about 8 ``C``, ISEE's attention ``heads + 2`` per
+    instance slot). Multiplied by a 1.25 safety factor, this stays above the peaks measured by
+    ``python benchmarks/window_memory.py`` (tiny model, T = 4, 12, 24 at x4 and x2) and within
+    about twice the largest of them, so whole frames are not tiled for nothing.
     """
     k = (2 * radius + 1) ** 2
-    per_frame = bytes_per_value * (6 * channels + 4 + 10 * scale * scale) + 8
-    per_step = bytes_per_value * (8 * k + 16 * channels + (3 * heads + 4) * (1 + instances))
+    per_frame = bytes_per_value * (5 * channels // 2 + 8 + 3 * scale * scale) + 8
+    per_step = bytes_per_value * (2 * k + 8 * channels + (heads + 2) * (1 + instances))
     return int(_SAFETY * h * w * (t * per_frame + per_step))
 
 

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["EventAggregator", "InstanceSpecificSemanticEmbedding"]
+__all__ = ["EventAggregator", "InstanceSpecificSemanticEmbedding", "TilePooling"]
 
 _MASKED = -1.0e4
 
@@ -36,6 +36,46 @@ class EventAggregator(nn.Module):
         event = (tokens * weights).sum(dim=1, keepdim=True) / count  # (B, 1, N, D)
         event = event.expand_as(tokens)
         return tokens + self.mlp(torch.cat([tokens, event], dim=-1)) * weights
+
+
+class TilePooling:
+    """Lets ISEE pool over the whole frame while the network runs on one tile of it.
+
+    ISEE's token update averages each instance's pixels over the frame, at every SPACE block of
+    every propagation step: the network's only read that is not local. A tiled run cuts the frame
+    into tiles that *own* a partition of it (``owned``: a ``(h, w)`` 0/1 map in tile coordinates).
+    Each pooling call then sums the instance's owned pixels of this tile and adds what the other
+    tiles contributed to the same call (``outside``, one ``(sums, areas)`` pair per call, in call
+    order, gathered in an earlier pass over the tiles). Every call also records this tile's own share
+    (:attr:`recorded`) for the next pass. Without ``outside`` (the first pass) the tile pools all of
+    its own pixels, the best guess before the rest of the frame is known.
+
+    The pooled means then match the untiled network's up to how the other tiles' shares changed
+    between passes, which shrinks with every pass (see :func:`semlens.tiling.tiled_forward`).
+    """
+
+    def __init__(self, owned: Tensor, outside: list[tuple[Tensor, Tensor]] | None = None,
+                 want_output: bool = True) -> None:
+        self.owned = owned
+        self.outside = outside
+        self.want_output = want_output
+        """Whether the caller uses the network's output (a gathering pass does not: the enhancer
+        then skips reconstruction)."""
+        self.recorded: list[tuple[Tensor, Tensor]] = []
+
+    def pool(self, own: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``own`` ``(B, N1, hw)`` 0/1 and ``x`` ``(B, C, hw)`` -> the frame's per-slot sums ``(B, N1, C)``
+        and pixel counts ``(B, N1)``."""
+        call = len(self.recorded)
+        mine = own * self.owned.reshape(1, 1, -1).to(own.dtype)
+        sums, area = torch.bmm(mine, x.transpose(1, 2)), mine.sum(dim=2)
+        self.recorded.append((sums, area))
+        if self.outside is None:
+            return torch.bmm(own, x.transpose(1, 2)), own.sum(dim=2)
+        if call >= len(self.outside):
+            raise RuntimeError("tile pooling: more pooling calls than in the gathering pass")
+        other_sums, other_area = self.outside[call]
+        return sums + other_sums.to(sums.dtype), area + other_area.to(area.dtype)
 
 
 class InstanceSpecificSemanticEmbedding(nn.Module):
@@ -62,7 +102,8 @@ class InstanceSpecificSemanticEmbedding(nn.Module):
                                           nn.Linear(token_dim, token_dim))
         self.norm = nn.LayerNorm(token_dim)
 
-    def forward(self, x: Tensor, tokens: Tensor, valid: Tensor, ids: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, tokens: Tensor, valid: Tensor, ids: Tensor | None,
+                pooling: TilePooling | None = None) -> tuple[Tensor, Tensor]:
         """One frame.
 
         Args:
@@ -70,6 +111,7 @@ class InstanceSpecificSemanticEmbedding(nn.Module):
             tokens: ``(B, 1 + N, D)``: the scene token first, then the instance slots.
             valid: ``(B, 1 + N)`` bool (the scene token is always valid).
             ids: ``(B, h, w)`` int instance ids (0 = scene/background, k = slot k), or ``None``.
+            pooling: when ``x`` is a tile of the frame, how the token update sees the whole frame.
 
         Returns:
             The updated features ``(B, C, h, w)`` and tokens ``(B, 1 + N, D)``.
@@ -95,8 +137,12 @@ class InstanceSpecificSemanticEmbedding(nn.Module):
         x = x + self.out(mixed)
 
         # Tokens <- their own pixels (mask pooling); the scene token pools the background.
-        area = own.sum(dim=2)  # (B, N1)
-        pooled = torch.bmm(own, x.flatten(2).transpose(1, 2)) / area.clamp_min(1.0).unsqueeze(-1)
+        if pooling is None:
+            area = own.sum(dim=2)  # (B, N1)
+            sums = torch.bmm(own, x.flatten(2).transpose(1, 2))
+        else:
+            sums, area = pooling.pool(own, x.flatten(2))
+        pooled = sums / area.clamp_min(1.0).unsqueeze(-1)
         update = self.token_update(torch.cat([pooled, normed], dim=-1))
         present = (area > 0) & valid
         tokens = tokens + update * present.unsqueeze(-1).to(x.dtype)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from semlens.enhancer.blocks import residual_stack
 from semlens.enhancer.config import EnhancerConfig
 from semlens.enhancer.image import ImplicitMaskedAlignment
-from semlens.enhancer.isee import EventAggregator
+from semlens.enhancer.isee import EventAggregator, TilePooling
 from semlens.enhancer.space import SPACEBlock
 from semlens.semantics.types import Semantics
 
@@ -91,10 +91,10 @@ class PixelEnhancer(nn.Module):
                                  f"expects {self.config.global_dim} (a model trained with another extractor?)")
 
     def _step(self, branch: _Direction, inputs: list[Tensor], tokens: Tensor, valid: Tensor,
-              ids: Tensor | None, semantic: bool) -> tuple[Tensor, Tensor]:
+              ids: Tensor | None, semantic: bool, pooling: TilePooling | None) -> tuple[Tensor, Tensor]:
         x = self.act(branch.fuse(torch.cat(inputs, dim=1)))
         for block in branch.blocks:
-            x, tokens = block(x, tokens, valid, ids, semantic)
+            x, tokens = block(x, tokens, valid, ids, semantic, pooling)
         return x, tokens
 
     def _aligned(self, branch: _Direction, ref: Tensor, sup: Tensor, hidden: Tensor,
@@ -104,10 +104,14 @@ class PixelEnhancer(nn.Module):
         return branch.align(ref, sup, hidden, ref_ids, sup_ids)
 
     def forward(self, frames: Tensor, semantics: Semantics | None = None,
-                emit: tuple[int, int] | None = None) -> Tensor:
+                emit: tuple[int, int] | None = None, pooling: TilePooling | None = None) -> Tensor:
         """Restore the window; ``emit = (first, stop)`` returns only frames ``first .. stop - 1`` of it
         (identical to slicing the full output: every frame still informs the propagation, but the
-        forward pass stops at the last emitted frame and only emitted frames are reconstructed)."""
+        forward pass stops at the last emitted frame and only emitted frames are reconstructed).
+
+        ``pooling`` is for tiled runs (:func:`semlens.tiling.tiled_forward`): ``frames`` are a tile
+        of the window and ISEE's token pooling takes the rest of the frame from it. When it wants no
+        output (a gathering pass), nothing is reconstructed and an empty tensor is returned."""
         self._check(frames, semantics)
         b, t, _, h, w = frames.shape
         first, stop = (0, t) if emit is None else emit
@@ -135,7 +139,7 @@ class PixelEnhancer(nn.Module):
             aligned = hidden if i == t - 1 else self._aligned(
                 self.backward_branch, feats[i], feats[i + 1], hidden, align_ids(i), align_ids(i + 1))
             x, tok = self._step(self.backward_branch, [feats[i], aligned], tokens[:, i] + memory,
-                                valid[:, i], frame_ids(i), semantic)
+                                valid[:, i], frame_ids(i), semantic, pooling)
             memory = tok - tokens[:, i]
             backward[i] = hidden = x
 
@@ -143,8 +147,9 @@ class PixelEnhancer(nn.Module):
         # frame is reconstructed as soon as its state is final and written into the output in place,
         # and the states no later step reads are released (the window's peak memory stays low).
         s = self.config.scale
+        output = pooling is None or pooling.want_output
         in_place = not torch.is_grad_enabled()  # out= writes do not record gradients
-        out = frames.new_empty(b, stop - first, 3, s * h, s * w) if in_place else None
+        out = frames.new_empty(b, stop - first, 3, s * h, s * w) if in_place and output else None
         per_frame: list[Tensor] = []
         done = frames.new_empty(0)  # stands in for a released state
         hidden = torch.zeros_like(feats[0])
@@ -152,10 +157,10 @@ class PixelEnhancer(nn.Module):
             aligned = hidden if i == 0 else self._aligned(
                 self.forward_branch, feats[i], feats[i - 1], hidden, align_ids(i), align_ids(i - 1))
             x, tok = self._step(self.forward_branch, [feats[i], aligned, backward[i]], tokens[:, i] + memory,
-                                valid[:, i], frame_ids(i), semantic)
+                                valid[:, i], frame_ids(i), semantic, pooling)
             memory = tok - tokens[:, i]
             hidden = x
-            if i >= first:
+            if i >= first and output:
                 base = F.interpolate(frames[:, i], scale_factor=s, mode="bilinear", align_corners=False)
                 if out is not None:
                     torch.add(self.upsample(x), base, out=out[:, i - first])
@@ -164,4 +169,6 @@ class PixelEnhancer(nn.Module):
             backward[i] = done
             if i > 0:
                 feats[i - 1] = done
+        if not output:
+            return frames.new_empty(0)
         return out if out is not None else torch.stack(per_frame, dim=1)

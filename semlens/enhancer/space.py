@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from semlens.enhancer.blocks import ResidualBlock
 from semlens.enhancer.gps import GlobalPerspectiveShifter
-from semlens.enhancer.isee import InstanceSpecificSemanticEmbedding
+from semlens.enhancer.isee import InstanceSpecificSemanticEmbedding, TilePooling
 
 __all__ = ["SPACEBlock"]
 
@@ -32,13 +32,15 @@ class SPACEBlock(nn.Module):
         self.body = ResidualBlock(channels)
 
     def forward(
-        self, x: Tensor, tokens: Tensor, valid: Tensor, ids: Tensor | None, semantic: bool
+        self, x: Tensor, tokens: Tensor, valid: Tensor, ids: Tensor | None, semantic: bool,
+        pooling: TilePooling | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``x`` ``(B, C, h, w)``; ``tokens`` ``(B, 1 + N, D)`` scene first; ``valid`` ``(B, 1 + N)``;
         ``ids`` ``(B, h, w)`` or ``None``; ``semantic`` False turns GPS into the identity (no scene
-        token from an extractor). Returns the new features and tokens."""
+        token from an extractor); ``pooling`` is ISEE's :class:`~semlens.enhancer.isee.TilePooling` in a
+        tiled run. Returns the new features and tokens."""
         if self.gps is not None and semantic:
             x = self.gps(x, tokens[:, 0])
         if self.isee is not None:
-            x, tokens = self.isee(x, tokens, valid, ids)
+            x, tokens = self.isee(x, tokens, valid, ids, pooling)
         return self.body(x), tokens
