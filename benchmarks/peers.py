@@ -15,6 +15,16 @@ frame of:
   (``--basicvsr-frames``), divided by its length.
 
 Every time is also given as a ratio to ``semlens (pipeline)`` (above 1 = slower than semlens).
+
+End to end, on a generated clip of the size (``--e2e-frames``, PyAV, ``tests/clips.py``), with the
+same encoder settings for every method (libx264 ``medium``, crf 18, the source's timestamps):
+
+- ``semlens``: ``SemanticLensUpscaler.upscale_video`` (decode, scene cuts, extract, enhance, encode,
+  remux), the product path;
+- every other method: semlens's own reader and writer around it (decode a frame, upscale it,
+  round to uint8, encode it; BasicVSR++ takes its ``--basicvsr-frames`` clip at once).
+
+Each is wall clock divided by the frames, and a ratio to semlens's end-to-end time.
 Weights are random unless trained semlens weights are installed (``--model``): speed does not
 depend on them.
 
@@ -24,7 +34,10 @@ depend on them.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -142,6 +155,69 @@ def _basicvsr(frames: list[np.ndarray], scale: int, repeats: int) -> dict[str, A
                           f"re-implementation, one {len(frames)}-frame clip, torchvision deform_conv2d")
 
 
+def _encode_with(method: Any, clip: Any, out: Any, scale: int, frames: int, clip_wise: bool) -> None:
+    """Decode ``clip``, upscale ``frames`` frames with ``method`` (``(T, 3, h, w)`` float -> same,
+    ``T = 1`` unless ``clip_wise``), encode as ``upscale_video`` does (libx264 medium, crf 18)."""
+    from semlens.io import open_source
+    from semlens.io.writer import VideoWriter
+
+    with open_source(clip) as reader:
+        info = reader.info
+        with VideoWriter(out, width=info.width * scale, height=info.height * scale, source=info, codec="libx264",
+                         crf=18, preset="medium") as writer:
+            decoded = []
+            for i, frame in enumerate(reader):
+                if i >= frames:
+                    break
+                decoded.append(frame)
+                if clip_wise and len(decoded) < frames:
+                    continue
+                with torch.inference_mode():
+                    y = method(_to_tensor([f.image for f in decoded]))
+                images = y.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+                for f, image in zip(decoded, images):
+                    writer.write(image, f.pts, duration=f.duration)
+                decoded = []
+
+
+def _end_to_end(up: Any, width: int, height: int, scale: int, frames: int, basicvsr_frames: int,
+                skip: set[str], repeats: int, work: Any) -> list[dict[str, Any]]:
+    from _common import clips_module
+
+    clips = clips_module()
+    clip = clips.make_clip(work / f"e2e-{width}x{height}.mp4", frames=frames, size=(width, height))
+    out = work / "e2e-out.mp4"
+    rows = []
+
+    def row(name: str, fn: Any, count: int, detail: str) -> dict[str, Any]:
+        best, runs = best_of(fn, repeats)
+        return {"method": name, "seconds_per_frame": best / count, "runs": [r / count for r in runs],
+                "detail": detail}
+
+    up.upscale_video(clip, out, overwrite=True, max_frames=2)  # warm-up
+    rows.append(row("semlens", lambda: up.upscale_video(clip, out, overwrite=True, codec="libx264",
+                                                        preset="medium", crf=18), frames,
+                    "upscale_video: decode, cuts, extract, enhance, encode, remux"))
+    methods: list[tuple[str, Any, int, bool, str]] = []
+    if "interp" not in skip:
+        methods.append(("bicubic (torch)", lambda x: F.interpolate(x, scale_factor=scale, mode="bicubic",
+                                                                   align_corners=False), frames, False, "per frame"))
+    if "srvgg" not in skip:
+        torch.manual_seed(0)
+        compact = CompactVGG(scale).eval()
+        methods.append(("SRVGGNetCompact", compact, frames, False, "NCHW, per frame"))
+    if "basicvsr" not in skip:
+        torch.manual_seed(0)
+        basic = BasicVSRPlusPlus(scale).eval()
+        methods.append(("BasicVSR++", lambda x: basic(x.unsqueeze(0))[0], basicvsr_frames, True,
+                        f"one {basicvsr_frames}-frame clip"))
+    for name, method, count, clip_wise, detail in methods:
+        _encode_with(method, clip, out, scale, min(2, count), clip_wise)  # warm-up
+        rows.append(row(name, lambda m=method, c=count, w=clip_wise: _encode_with(m, clip, out, scale, c, w), count,
+                        f"semlens reader/writer around it, {detail}"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="320x180x4,640x360x2",
@@ -151,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                              "window - 2 * overlap (8) so the pipeline's window overlap is the steady-state one "
                              "(default: 8)")
     parser.add_argument("--basicvsr-frames", type=int, default=5, help="BasicVSR++ clip length (default: 5)")
+    parser.add_argument("--e2e-frames", type=int, default=16,
+                        help="generated clip length for the end-to-end runs (default: 16; 0 skips them)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per measurement, fastest kept (default: 1)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--model", default=None, help="semlens model (default: the shipped tiny model of the scale, "
@@ -162,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
     rows: list[dict[str, Any]] = []
+    e2e_rows: list[dict[str, Any]] = []
     notes: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix="semlens-peers-"))
     for spec in args.sizes.split(","):
         *size, scale_text = spec.strip().split("x")
         width, height = parse_size("x".join(size))
@@ -184,17 +264,34 @@ def main(argv: list[str] | None = None) -> int:
         for row in measured:
             row.update(input=f"{width}x{height}", scale=scale, ratio_to_semlens=row["seconds_per_frame"] / ours)
         rows += measured
+        if args.e2e_frames:
+            print(f"end to end {width}x{height} -> x{scale} ...", file=sys.stderr, flush=True)
+            e2e = _end_to_end(up, width, height, scale, args.e2e_frames, args.basicvsr_frames, skip, args.repeats,
+                              work)
+            for row in e2e:
+                row.update(input=f"{width}x{height}", scale=scale,
+                           ratio_to_semlens=row["seconds_per_frame"] / e2e[0]["seconds_per_frame"],
+                           frames_per_second=1 / row["seconds_per_frame"])
+            e2e_rows += e2e
+    shutil.rmtree(work, ignore_errors=True)
 
     table = markdown_table(
-        ["input", "scale", "method", "s / frame", "x semlens", "params", "detail"],
-        [[r["input"], f"x{r['scale']}", r["method"], r["seconds_per_frame"], f"{r['ratio_to_semlens']:.3g}",
+        ["input", "scale", "method", "s / frame", "fps", "x semlens", "params", "detail"],
+        [[r["input"], f"x{r['scale']}", r["method"], r["seconds_per_frame"], f"{1 / r['seconds_per_frame']:.3g}",
+          f"{r['ratio_to_semlens']:.3g}",
           f"{r['params'] / 1e6:.3g} M" if r["params"] else "-", r["detail"]] for r in rows],
     )
     print(table)
+    if e2e_rows:
+        print("\nEnd to end (decode, upscale, encode with libx264 medium crf 18):\n")
+        print(markdown_table(
+            ["input", "scale", "method", "s / frame", "fps", "x semlens", "detail"],
+            [[r["input"], f"x{r['scale']}", r["method"], r["seconds_per_frame"], f"{r['frames_per_second']:.3g}",
+              f"{r['ratio_to_semlens']:.3g}", r["detail"]] for r in e2e_rows]))
     for note in notes:
         print(f"\n{note}")
     write_json(args.out, {"benchmark": "peers", "machine": machine(), "settings": vars(args), "notes": notes,
-                          "results": rows})
+                          "results": rows, "end_to_end": e2e_rows})
     return 0
 
 
