@@ -20,6 +20,7 @@ from semlens.enhancer import PixelEnhancer
 from semlens.errors import InvalidInputError
 from semlens.semantics.cuts import SceneCutDetector
 from semlens.semantics.types import InstanceExtractor, Semantics
+from semlens.tiling import DEFAULT_TILE_OVERLAP
 from semlens.windows import Window, WindowScheduler
 
 __all__ = ["StreamSettings", "WindowRunner", "enhance_stream", "to_tensor", "to_frames"]
@@ -40,7 +41,7 @@ class StreamSettings:
     overlap: int = 2
     detect_cuts: bool = True
     tile: int = 0
-    tile_overlap: int = 8
+    tile_overlap: int = DEFAULT_TILE_OVERLAP
     memory_budget: int | None = None
     batch_windows: int = 1
 

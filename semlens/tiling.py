@@ -12,13 +12,15 @@ receptive field, and a tile's output is exact only where that field stays inside
 search radius ``r`` per propagation step, and the recurrent propagation adds one step per frame, so
 the bound grows with depth and with the window (31 LR pixels for the tiny model and 3 frames, 121
 for 12 frames). The *effective* reach is much shorter, because the residual branches are scaled
-down and IMAGE's attention favours small displacements: cutting a frame changes the tiny model's
-output by about 19, 6, 2, 0.4, 0.3 and 0.04 levels of 255 at 0, 1, 2, 3, 4 and 5 LR pixels from
-the cut. So each shared band is split: its outer quarter on either side is context only (weight
-0: those outputs saw zero padding where the frame goes on) and the linear ramp spans its middle
-half. Rule: the context, a quarter of ``tile_overlap``, should cover the effective reach. The
-default 8 gives 2 pixels of context and a 4-pixel ramp (tiled vs untiled within 1/255 through the
-convolution and IMAGE paths); 12 gives 3 + 6 (within 0.1/255). Trained models may reach further.
+down and IMAGE's attention favours small displacements: cutting a frame changes a random tiny
+model's output by about 19, 6, 2, 0.4, 0.3 and 0.04 levels of 255 at 0, 1, 2, 3, 4 and 5 LR pixels
+from the cut. Trained models reach further: the shipped x4 model on the example clip still differs
+by 3/255 about 12 pixels from a cut. So each shared band is split: its outer quarter on either side
+is context only (weight 0: those outputs saw zero padding where the frame goes on) and the linear
+ramp spans its middle half. Rule: the context, a quarter of ``tile_overlap``, should cover the
+effective reach. :data:`DEFAULT_TILE_OVERLAP` (40: 10 pixels of context and a 20-pixel ramp) keeps
+the shipped models within 1/255 of whole frames on the example clip (``python
+benchmarks/tiling.py``: 24 is enough for x2; x4 needs 40); 8 is enough for random models.
 
 One part of the network is not local at all: ISEE pools each instance's pixels over the whole
 frame into its token, at every SPACE block of every propagation step, and the tokens reach every
@@ -66,6 +68,10 @@ logger = logging.getLogger(__name__)
 GIB = 1024**3
 MIN_TILE = 16
 """The smallest tile :func:`tiled_forward_with_retry` tries before giving up."""
+
+DEFAULT_TILE_OVERLAP = 40
+"""LR pixels neighbouring tiles share unless told otherwise: its outer quarters (context) must
+cover how far the shipped models reach (``python benchmarks/tiling.py``)."""
 
 POOLING_PASSES = 2
 """Passes over the tiles when the enhancer has ISEE: one gathers the pooled sums, one produces the
@@ -287,8 +293,8 @@ def _work(h: int, w: int, tile: int, overlap: int) -> int:
 
 
 def auto_tile_size(h: int, w: int, t: int, channels: int, budget_bytes: int, *, scale: int = 4, radius: int = 3,
-                   instances: int = 16, heads: int = 4, bytes_per_value: int = 4, overlap: int = 8,
-                   minimum: int = 32) -> int:
+                   instances: int = 16, heads: int = 4, bytes_per_value: int = 4,
+                   overlap: int = DEFAULT_TILE_OVERLAP, minimum: int = 32) -> int:
     """The tile side (LR pixels) for a ``T``-frame window of ``h x w`` frames to fit ``budget_bytes``
     of activations, or ``0`` when whole frames fit (no tiling needed).
 
@@ -327,7 +333,7 @@ def default_memory_budget(device: torch.device) -> int:
 
 
 def auto_tile_for(model: PixelEnhancer, x: Tensor, budget_bytes: int, dtype: torch.dtype | None = None,
-                  overlap: int = 8) -> int:
+                  overlap: int = DEFAULT_TILE_OVERLAP) -> int:
     """:func:`auto_tile_size` for ``model`` on the window ``x`` ``(B, T, 3, h, w)`` with the
     model's own configuration; ``dtype`` is the autocast dtype (``None`` = float32), ``overlap`` the
     tile overlap that will be used."""

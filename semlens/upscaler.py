@@ -30,6 +30,7 @@ from semlens.pipeline import StreamSettings, enhance_stream
 from semlens.runtime import tune_allocator
 from semlens.scan import find_videos
 from semlens.semantics import InstanceExtractor, build_extractor, extractor_dims
+from semlens.tiling import DEFAULT_TILE_OVERLAP
 
 __all__ = ["SemanticLensUpscaler", "UpscaleResult", "Progress", "resolve_device", "resolve_dtype",
            "default_model_name", "output_path_for"]
@@ -235,7 +236,7 @@ class SemanticLensUpscaler:
     def __init__(self, model: PixelEnhancer, extractor: InstanceExtractor | str = "lite", *,
                  device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
                  window: int = 12, overlap: int = 2, tile: int = 0, detect_cuts: bool = True,
-                 name: str | None = None, batch_windows: int = 0) -> None:
+                 name: str | None = None, batch_windows: int = 0, tile_overlap: int | None = None) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         tune_allocator()
@@ -255,8 +256,13 @@ class SemanticLensUpscaler:
             raise ValueError(f"batch_windows must be >= 0 (0 = automatic), got {batch_windows}")
         if batch_windows == 0:  # a CPU gains nothing from batching windows; a GPU is fuller with a few
             batch_windows = 4 if self.device.type == "cuda" else 1
+        if tile_overlap is None:
+            tile_overlap = DEFAULT_TILE_OVERLAP
+        if tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
         self.settings = StreamSettings(device=self.device, dtype=self.dtype, window=window, overlap=overlap,
-                                       detect_cuts=detect_cuts, tile=tile, batch_windows=batch_windows)
+                                       detect_cuts=detect_cuts, tile=tile, tile_overlap=tile_overlap,
+                                       batch_windows=batch_windows)
         from semlens.windows import check_window
 
         check_window(window, overlap)
@@ -270,12 +276,15 @@ class SemanticLensUpscaler:
                         device: str | torch.device = "auto", dtype: str | torch.dtype | None = "auto",
                         extractor: str | InstanceExtractor | None = None, window: int | None = None,
                         overlap: int | None = None, tile: int = 0, detect_cuts: bool = True,
-                        compile: bool = False, batch_windows: int = 0) -> SemanticLensUpscaler:
+                        compile: bool = False, batch_windows: int = 0,
+                        tile_overlap: int | None = None) -> SemanticLensUpscaler:
         """Load a model: a registry name (``semlens-tiny-x4``), a local file or folder, or a Hugging
         Face repo id ``user/repo[@revision]``. Without ``model``, the shipped default of ``scale``
         (4 unless given). The extractor, window and overlap default to those the model was trained
         and validated with. ``batch_windows`` windows go through the network together (0 = 4 on a
-        GPU, 1 on a CPU); the output is the same either way."""
+        GPU, 1 on a CPU); the output is the same either way. ``tile`` is the spatial tile side in
+        input pixels (0 = whole frames unless they exceed the memory budget) and ``tile_overlap``
+        the pixels neighbouring tiles share (``None`` = :data:`semlens.tiling.DEFAULT_TILE_OVERLAP`)."""
         from semlens.hub import load_model
 
         name = str(model) if model is not None else default_model_name(scale or 4)
@@ -297,7 +306,7 @@ class SemanticLensUpscaler:
         if overlap is None:  # the model's context, as much of it as the window allows
             overlap = min(loaded.overlap, (window - 1) // 2)
         return cls(net, ext, device=device, dtype=dtype, window=window, overlap=overlap, tile=tile,
-                   detect_cuts=detect_cuts, name=loaded.name, batch_windows=batch_windows)
+                   detect_cuts=detect_cuts, name=loaded.name, batch_windows=batch_windows, tile_overlap=tile_overlap)
 
     # -- frames ----------------------------------------------------------------------------------
     def upscale_frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

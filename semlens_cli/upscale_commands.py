@@ -14,7 +14,7 @@ from semlens_cli.progress import DeferredInterrupt, FrameProgress, console
 
 def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: str, extractor: str | None,
                     window: int | None, tile: int, threads: int, compile_: bool = False,
-                    batch_windows: int = 0) -> Any:
+                    batch_windows: int = 0, tile_overlap: int | None = None) -> Any:
     import torch
 
     from semlens.upscaler import SemanticLensUpscaler
@@ -23,7 +23,7 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
         torch.set_num_threads(threads)
     return SemanticLensUpscaler.from_pretrained(model, scale=scale, device=device, dtype=dtype, extractor=extractor,
                                                 window=window, tile=tile, compile=compile_,
-                                                batch_windows=batch_windows)
+                                                batch_windows=batch_windows, tile_overlap=tile_overlap)
 
 
 @click.command("upscale")
@@ -37,6 +37,8 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
 @click.option("--extractor", default=None, help="Instance extractor (default: the model's).")
 @click.option("--window", type=int, default=None, help="Frames per temporal window (default: the model's).")
 @click.option("--tile", type=int, default=0, show_default=True, help="Spatial tile size in input pixels (0 = auto).")
+@click.option("--tile-overlap", type=click.IntRange(min=0), default=None,
+              help="Input pixels neighbouring tiles share (default: enough for the shipped models).")
 @click.option("--codec", default="libx264", show_default=True, help="libx264, libx265, libsvtav1, ffv1, ...")
 @click.option("--crf", type=float, default=18, show_default=True)
 @click.option("--preset", default="medium", show_default=True)
@@ -60,7 +62,8 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
 @click.option("--gpus-per-task", type=float, default=None,
               help="With --ray: GPUs per task (default: 1 if the cluster has GPUs, else 0).")
 def upscale_command(input_path: Path, output_path: Path, scale: str | None, model: str | None, device: str,
-                    dtype: str, extractor: str | None, window: int | None, tile: int, codec: str, crf: float,
+                    dtype: str, extractor: str | None, window: int | None, tile: int, tile_overlap: int | None,
+                    codec: str, crf: float,
                     preset: str, pix_fmt: str | None, no_audio: bool, overwrite: bool, skip_existing: bool,
                     max_frames: int | None, threads: int, compile_: bool, batch_windows: int, quiet: bool,
                     use_ray: bool,
@@ -105,10 +108,11 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
 
         ray_options = RayOptions(address=ray_address, device=device, dtype=dtype, num_cpus=cpus_per_task,
                                  num_gpus=gpus_per_task, threads=threads, segment_seconds=segment_seconds)
-        up = _build_upscaler(model, int(scale) if scale else None, "cpu", "fp32", extractor, window, tile, 0)
+        up = _build_upscaler(model, int(scale) if scale else None, "cpu", "fp32", extractor, window, tile, 0,
+                             tile_overlap=tile_overlap)
     else:
         up = _build_upscaler(model, int(scale) if scale else None, device, dtype, extractor, window, tile, threads,
-                             compile_, batch_windows)
+                             compile_, batch_windows, tile_overlap)
     options: dict[str, Any] = dict(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, copy_audio=not no_audio,
                                    max_frames=max_frames)
     progress = FrameProgress(enabled=not quiet)

@@ -13,6 +13,8 @@ with that the full model is within 1/255 too.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,7 @@ from semlens.pipeline import StreamSettings, enhance_stream
 from semlens.semantics.lite import LiteExtractor
 from semlens.semantics.types import Semantics
 from semlens.tiling import (
+    DEFAULT_TILE_OVERLAP,
     auto_tile_for,
     auto_tile_size,
     estimate_window_bytes,
@@ -292,3 +295,51 @@ def test_pipeline_tiles_only_when_the_budget_needs_it(monkeypatch: pytest.Monkey
     assert len(tiled) == len(whole) == 5 and tiled[0].shape == whole[0].shape == (2 * H, 2 * W, 3)
     diff = np.abs(np.stack(tiled).astype(int) - np.stack(whole).astype(int))
     assert diff.max() <= 1  # within rounding of the untiled frames
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("scale", [4, 2])
+def test_shipped_models_tile_within_one_level_with_the_default_overlap(scale: int) -> None:
+    """Trained models reach further than random ones; the default overlap is sized for the shipped
+    models, so tiles of the real example clip give the whole-frame output within 1/255."""
+    from semlens import SemanticLensUpscaler
+    from semlens.io import open_source
+    from semlens.pipeline import to_tensor
+
+    up = SemanticLensUpscaler.from_pretrained(str(REPO / "weights" / f"semlens-tiny-x{scale}.safetensors"),
+                                              device="cpu")
+    with open_source(REPO / "examples" / "sample.mp4") as reader:
+        frames = [frame.image for _, frame in zip(range(12), reader)]
+    x, _ = to_tensor(frames, torch.device("cpu"))
+    with torch.inference_mode():
+        semantics = up.extractor(x)
+        ref = up.model(x, semantics, (2, 10)).clamp(0, 1)
+        y = tiled_forward(up.model, x, semantics, 96, DEFAULT_TILE_OVERLAP, emit=(2, 10)).clamp(0, 1)
+    assert up.settings.tile_overlap == DEFAULT_TILE_OVERLAP
+    assert (y - ref).abs().max().item() < 1 / 255
+
+
+def test_cli_tile_overlap_reaches_the_tiles(tmp_path: Path, tiny_x2_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clips import make_clip
+    from conftest import invoke_cli
+
+    import semlens.tiling as tiling
+
+    seen: list[tuple[int, int]] = []
+    original = tiling.tiled_forward_with_retry
+
+    def spy(model: PixelEnhancer, x: torch.Tensor, semantics: Semantics | None, tile: int, tile_overlap: int,
+            **kwargs: object) -> torch.Tensor:
+        seen.append((tile, tile_overlap))
+        return original(model, x, semantics, tile, tile_overlap, **kwargs)
+
+    monkeypatch.setattr(tiling, "tiled_forward_with_retry", spy)
+    src = make_clip(tmp_path / "in.mp4", frames=6, size=(48, 32))
+    result = invoke_cli(["upscale", src, tmp_path / "out.mp4", "--model", tiny_x2_path, "--device", "cpu", "-q",
+                         "--tile", "24", "--tile-overlap", "6"])
+    assert result.exit_code == 0, result.stderr
+    assert seen and all(pair == (24, 6) for pair in seen)
+    bad = invoke_cli(["upscale", src, tmp_path / "bad.mp4", "--model", tiny_x2_path, "--tile-overlap", "-1"])
+    assert bad.exit_code == 2 and not (tmp_path / "bad.mp4").exists()
