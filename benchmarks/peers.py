@@ -160,6 +160,7 @@ def _encode_with(method: Any, clip: Any, out: Any, scale: int, frames: int, clip
     ``T = 1`` unless ``clip_wise``), encode as ``upscale_video`` does (libx264 medium, crf 18)."""
     from semlens.io import open_source
     from semlens.io.writer import VideoWriter
+    from semlens.pipeline import to_frames
 
     with open_source(clip) as reader:
         info = reader.info
@@ -173,8 +174,7 @@ def _encode_with(method: Any, clip: Any, out: Any, scale: int, frames: int, clip
                 if clip_wise and len(decoded) < frames:
                     continue
                 with torch.inference_mode():
-                    y = method(_to_tensor([f.image for f in decoded]))
-                images = y.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+                    images = to_frames(method(_to_tensor([f.image for f in decoded])), 255)
                 for f, image in zip(decoded, images):
                     writer.write(image, f.pts, duration=f.duration)
                 decoded = []
@@ -189,15 +189,10 @@ def _end_to_end(up: Any, width: int, height: int, scale: int, frames: int, basic
     out = work / "e2e-out.mp4"
     rows = []
 
-    def row(name: str, fn: Any, count: int, detail: str) -> dict[str, Any]:
-        best, runs = best_of(fn, repeats)
-        return {"method": name, "seconds_per_frame": best / count, "runs": [r / count for r in runs],
-                "detail": detail}
-
     up.upscale_video(clip, out, overwrite=True, max_frames=2)  # warm-up
-    rows.append(row("semlens", lambda: up.upscale_video(clip, out, overwrite=True, codec="libx264",
-                                                        preset="medium", crf=18), frames,
-                    "upscale_video: decode, cuts, extract, enhance, encode, remux"))
+    rows.append(_per_frame("semlens", lambda: up.upscale_video(clip, out, overwrite=True, codec="libx264",
+                                                               preset="medium", crf=18), frames, repeats,
+                           parameters(up.model), "upscale_video: decode, cuts, extract, enhance, encode, remux"))
     methods: list[tuple[str, Any, int, bool, str]] = []
     if "interp" not in skip:
         methods.append(("bicubic (torch)", lambda x: F.interpolate(x, scale_factor=scale, mode="bicubic",
@@ -213,8 +208,8 @@ def _end_to_end(up: Any, width: int, height: int, scale: int, frames: int, basic
                         f"one {basicvsr_frames}-frame clip"))
     for name, method, count, clip_wise, detail in methods:
         _encode_with(method, clip, out, scale, min(2, count), clip_wise)  # warm-up
-        rows.append(row(name, lambda m=method, c=count, w=clip_wise: _encode_with(m, clip, out, scale, c, w), count,
-                        f"semlens reader/writer around it, {detail}"))
+        rows.append(_per_frame(name, lambda m=method, c=count, w=clip_wise: _encode_with(m, clip, out, scale, c, w),
+                               count, repeats, parameters(method), f"semlens reader/writer around it, {detail}"))
     return rows
 
 

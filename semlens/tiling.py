@@ -192,6 +192,11 @@ def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, 
     weight = torch.zeros(s * h, s * w, device=x.device, dtype=torch.float32)
     col_ramps = [_ramp(cols, i, tw, s, x.device) for i in range(len(cols))]
     outside: list[list[tuple[Tensor, Tensor]] | None] = [None] * len(tiles)
+    owned: list[Tensor] = []
+    for i, _, k, _ in tiles if pooled else []:
+        (r0, r1), (c0, c1) = _owned(rows, i, th), _owned(cols, k, tw)
+        owned.append(torch.zeros(th, tw, device=x.device))
+        owned[-1][r0:r1, c0:c1] = 1.0
     for run in range(passes):
         last = run == passes - 1
         records: list[list[tuple[Tensor, Tensor]]] = []
@@ -200,10 +205,7 @@ def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, 
             if not pooled:
                 part = model(*inputs)
             else:
-                owned = torch.zeros(th, tw, device=x.device)
-                (r0, r1), (c0, c1) = _owned(rows, i, th), _owned(cols, k, tw)
-                owned[r0:r1, c0:c1] = 1.0
-                pooling = TilePooling(owned, outside[j], want_output=last)
+                pooling = TilePooling(owned[j], outside[j], want_output=last)
                 part = model(*inputs, pooling=pooling)
                 records.append(pooling.recorded)
             if last:
