@@ -14,8 +14,9 @@ the bound grows with depth and with the window (31 LR pixels for the tiny model 
 for 12 frames). The *effective* reach is much shorter, because the residual branches are scaled
 down and IMAGE's attention favours small displacements: cutting a frame changes a random tiny
 model's output by about 19, 6, 2, 0.4, 0.3 and 0.04 levels of 255 at 0, 1, 2, 3, 4 and 5 LR pixels
-from the cut. Trained models reach further: the shipped x4 model on the example clip still differs
-by 3/255 about 12 pixels from a cut. So each shared band is split: its outer quarter on either side
+from the cut. Trained models reach further: with 96-pixel tiles sharing 24 pixels (6 of context)
+the shipped x4 model on the example clip is still up to 2.63/255 off (``python
+benchmarks/tiling.py``). So each shared band is split: its outer quarter on either side
 is context only (weight 0: those outputs saw zero padding where the frame goes on) and the linear
 ramp spans its middle half. Rule: the context, a quarter of ``tile_overlap``, should cover the
 effective reach. :data:`DEFAULT_TILE_OVERLAP` (40: 10 pixels of context and a 20-pixel ramp) keeps
@@ -24,8 +25,9 @@ benchmarks/tiling.py``: 24 is enough for x2; x4 needs 40); 8 is enough for rando
 
 One part of the network is not local at all: ISEE pools each instance's pixels over the whole
 frame into its token, at every SPACE block of every propagation step, and the tokens reach every
-pixel. A tile alone would pool only the instance's pixels inside it (up to about 3/255 off for
-16-pixel tiles with the random tiny model). So with ISEE the tiles are run twice: the first pass
+pixel. A tile alone would pool only the instance's pixels inside it (more than 1/255 off for
+16-pixel tiles with the random tiny model, ``tests/test_tiling.py``; up to 28/255 with the shipped
+x4 model and 96-pixel tiles, ``python benchmarks/tiling.py --passes 1``). So with ISEE the tiles are run twice: the first pass
 gathers, for every pooling call, each tile's sums over the part of the frame it owns (shared bands
 split in the middle); the second pass pools its own part live and adds the other tiles' sums from
 the first pass (:class:`~semlens.enhancer.isee.TilePooling`). The other tiles' sums are then off
