@@ -70,6 +70,15 @@ def test_round_trip_keeps_count_and_pts(tmp_path):
     assert _psnr(images[6], read_frames(src)[0][6]) > 30
 
 
+def test_x264_encodes_on_frame_threads(tmp_path):
+    # Slice threads (PyAV's default) would encode inside each write() call, holding up the network.
+    with VideoWriter(tmp_path / "out.mp4", width=64, height=48) as writer:
+        assert writer._stream.codec_context.thread_type == av.codec.context.ThreadType.FRAME
+        for i in range(3):
+            writer.write(pattern_frame(i, 64, 48), i)
+    assert len(read_frames(tmp_path / "out.mp4")[0]) == 3
+
+
 def test_upscaled_size_output(tmp_path):
     src = make_clip(tmp_path / "in.mp4", frames=6, size=(64, 48))
     dst = tmp_path / "out x2 ü.mp4"  # spaces and non-ASCII in the path

@@ -50,6 +50,32 @@ def test_lite_ids_stay_on_their_regions_while_panning() -> None:
     assert min(agree) > 0.9
 
 
+def test_lite_assignment_is_the_nearest_centre_and_sums_match_one_hot() -> None:
+    gen = torch.Generator().manual_seed(3)
+    ext = LiteExtractor(max_instances=5)
+    frames = torch.rand(3, 3, 20, 28, generator=gen)
+    centres = torch.rand(3, 5, 5, generator=gen)
+    assign = ext._assign(frames, centres)
+    reference = torch.cdist(ext._features(frames), centres)  # (n, hw, N), brute force
+    chosen = reference.gather(2, assign[..., None])[..., 0]
+    assert torch.allclose(chosen, reference.min(dim=-1).values, atol=1e-5)  # ties may pick either
+    assert (assign == reference.argmin(dim=-1)).float().mean() > 0.999
+    sums, count = ext._region_sums(frames, assign)
+    onehot = torch.nn.functional.one_hot(assign, 5).float()  # (n, hw, N)
+    assert torch.equal(count, onehot.sum(dim=1))
+    assert torch.allclose(sums[:, :3], torch.einsum("npk,ncp->nck", onehot, frames.flatten(2)), atol=1e-4)
+
+
+def test_lite_full_resolution_batches_do_not_change_the_result() -> None:
+    clip = panning_clip(frames=7)
+    whole = LiteExtractor()
+    small = LiteExtractor()
+    small.FULL_RES_PIXELS = 2 * 36 * 48 + 1  # two frames per batch, the last batch holds one
+    a, b = whole(clip), small(clip)
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.valid, b.valid)
+    assert torch.allclose(a.instance_tokens, b.instance_tokens, atol=1e-6)
+
+
 def test_lite_reset_restarts_the_stream() -> None:
     clip = panning_clip()
     ext = LiteExtractor()

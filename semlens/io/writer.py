@@ -480,6 +480,10 @@ class VideoWriter:
         self._stream = stream
         stream.time_base = self.time_base
         ctx = stream.codec_context
+        if self._template is None and self.codec == "libx264":
+            # Frame threads: encode() hands the frame over and x264 encodes it on its own threads
+            # while the caller goes on (PyAV's default, slice threads, encodes inside the call).
+            ctx.thread_type = "FRAME"
         if self._template is None:
             stream.width = self.width
             stream.height = self.height

@@ -57,6 +57,9 @@ class LiteExtractor:
         self.min_area = min_area
         self._centres: Tensor | None = None  # (B, N, 5) state of the stream
 
+    #: frames are assigned to their regions at full resolution in batches of about this many pixels
+    FULL_RES_PIXELS = 1 << 20
+
     def reset(self) -> None:
         self._centres = None
 
@@ -91,7 +94,9 @@ class LiteExtractor:
         b, t, _, h, w = frames.shape
         frames = frames.float()
         factor = min(1.0, self.work_size / max(h, w))
-        masks, tokens, scenes, valid = [], [], [], []
+        # The clustering runs frame by frame at the working size (each frame starts from the last
+        # one's centres); the full-resolution work runs on several frames at once.
+        centres_per_frame = []
         for i in range(t):
             frame = frames[:, i]
             small = F.interpolate(frame, scale_factor=factor, mode="area") if factor < 1.0 else frame
@@ -101,36 +106,64 @@ class LiteExtractor:
             else:
                 centres = self._kmeans(feats_small, self._centres.to(frames.device), self.iterations)
             self._centres = centres
-            assign = torch.cdist(self._features(frame), centres).argmin(dim=-1)  # (B, hw)
-            onehot = F.one_hot(assign, self.max_instances).to(frame.dtype)  # (B, hw, N)
-            area = onehot.mean(dim=1)  # (B, N)
+            centres_per_frame.append(centres)
+        all_centres = torch.stack(centres_per_frame, dim=1).flatten(0, 1)  # (B*T, N, 5)
+        flat = frames.flatten(0, 1)  # (B*T, 3, h, w)
+        step = max(1, self.FULL_RES_PIXELS // max(1, h * w))
+        masks, tokens, valid = [], [], []
+        for start in range(0, b * t, step):
+            part, centres = flat[start : start + step], all_centres[start : start + step]
+            n = part.shape[0]
+            assign = self._assign(part, centres)  # (n, hw)
+            sums, count = self._region_sums(part, assign)
+            area = count / (h * w)  # (n, N)
             present = area >= self.min_area
             ids = torch.where(present.gather(1, assign), assign + 1, torch.zeros_like(assign))
-            masks.append(ids.view(b, h, w))
-            tokens.append(self._region_tokens(frame, onehot, area, centres))
-            scenes.append(self._scene_token(frame))
+            masks.append(ids.view(n, h, w))
+            tokens.append(self._region_tokens(sums, count, area, centres))
             valid.append(present)
         track_ids = torch.arange(self.max_instances, device=frames.device).expand(b, -1).clone()
         return Semantics(
-            masks=torch.stack(masks, dim=1),
-            instance_tokens=torch.stack(tokens, dim=1),
-            global_tokens=torch.stack(scenes, dim=1),
-            valid=torch.stack(valid, dim=1),
+            masks=torch.cat(masks).view(b, t, h, w),
+            instance_tokens=torch.cat(tokens).view(b, t, self.max_instances, -1),
+            global_tokens=self._scene_token(flat).view(b, t, -1),
+            valid=torch.cat(valid).view(b, t, self.max_instances),
             track_ids=track_ids,
         )
 
-    def _region_tokens(self, frame: Tensor, onehot: Tensor, area: Tensor, centres: Tensor) -> Tensor:
-        """``(B, N, 8)``: mean RGB, luma std, centre (y, x), area, mean gradient."""
-        luma = _luma(frame).flatten(1)  # (B, hw)
-        grad = _gradient(_luma(frame)).flatten(1)
-        count = onehot.sum(dim=1).clamp_min(1.0)  # (B, N)
-        mean_rgb = torch.einsum("bpn,bcp->bnc", onehot, frame.flatten(2)) / count[..., None]
-        mean_l = torch.einsum("bpn,bp->bn", onehot, luma) / count
-        var_l = torch.einsum("bpn,bp->bn", onehot, luma**2) / count - mean_l**2
-        mean_g = torch.einsum("bpn,bp->bn", onehot, grad) / count
+    def _assign(self, frames: Tensor, centres: Tensor) -> Tensor:
+        """Nearest centre of every pixel of ``(n, 3, h, w)`` frames, ``(n, h*w)``. The squared
+        distance to a centre ``c`` is ``|f|^2 - 2 f.c + |c|^2``; ``|f|^2`` is the same for every
+        centre, and the position part of ``f.c`` is a sum of a row and a column term."""
+        n, _, h, w = frames.shape
+        ys = torch.linspace(0, 1, h, device=frames.device, dtype=frames.dtype) * self.position_weight
+        xs = torch.linspace(0, 1, w, device=frames.device, dtype=frames.dtype) * self.position_weight
+        score = torch.bmm(frames.flatten(2).transpose(1, 2), centres[..., :3].transpose(1, 2))  # (n, hw, N)
+        grid = score.view(n, h, w, -1)
+        grid.add_(ys.view(1, h, 1, 1) * centres[:, None, None, :, 3]).add_(xs.view(1, 1, w, 1) * centres[:, None, None, :, 4])
+        score.mul_(2).sub_(centres.square().sum(-1)[:, None])
+        return score.argmax(dim=-1)
+
+    def _region_sums(self, frames: Tensor, assign: Tensor) -> tuple[Tensor, Tensor]:
+        """Per region of ``assign``: sums of R, G, B, luma, luma^2 and gradient ``(n, 6, N)``, and
+        pixel counts ``(n, N)``."""
+        n = frames.shape[0]
+        luma = _luma(frames)
+        values = torch.cat([frames.flatten(2), luma.flatten(1)[:, None], luma.square().flatten(1)[:, None],
+                            _gradient(luma).flatten(1)[:, None]], dim=1)  # (n, 6, hw)
+        sums = values.new_zeros(n, 6, self.max_instances)
+        sums.scatter_add_(2, assign[:, None].expand_as(values), values)
+        count = values.new_zeros(n, self.max_instances).scatter_add_(1, assign, values.new_ones(()).expand_as(assign))
+        return sums, count
+
+    def _region_tokens(self, sums: Tensor, count: Tensor, area: Tensor, centres: Tensor) -> Tensor:
+        """``(n, N, 8)``: mean RGB, luma std, centre (y, x), area, mean gradient."""
+        mean = sums / count.clamp_min(1.0)[:, None]  # (n, 6, N)
+        mean_rgb = mean[:, :3].transpose(1, 2)
+        var_l = mean[:, 4] - mean[:, 3] ** 2
         pos = centres[..., 3:5] / self.position_weight
         return torch.cat([mean_rgb, var_l.clamp_min(0).sqrt()[..., None], pos, area[..., None] * 4,
-                          mean_g[..., None] * 4], dim=-1)
+                          mean[:, 5, :, None] * 4], dim=-1)
 
     @staticmethod
     def _scene_token(frame: Tensor) -> Tensor:
