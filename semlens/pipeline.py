@@ -9,8 +9,9 @@ whatever the length of the video.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,7 +24,14 @@ from semlens.semantics.types import InstanceExtractor, Semantics
 from semlens.tiling import DEFAULT_TILE_OVERLAP
 from semlens.windows import Window, WindowScheduler
 
-__all__ = ["StreamSettings", "WindowRunner", "enhance_stream", "to_tensor", "to_frames"]
+if TYPE_CHECKING:
+    from semlens.io import PlanarLayout
+
+__all__ = ["StreamSettings", "WindowRunner", "enhance_stream", "planar_converter", "to_planar", "to_tensor",
+           "to_frames"]
+
+#: turns the enhancer's ``(T, 3, H, W)`` float output (and the input's integer maximum) into frames
+Converter = Callable[[Tensor, int], list[Any]]
 
 
 @dataclass
@@ -72,6 +80,58 @@ def to_frames(x: Tensor, maxval: int) -> list[np.ndarray]:
     return list(arrays)
 
 
+def to_planar(x: Tensor, layout: PlanarLayout) -> list[np.ndarray]:
+    """``(T, 3, H, W)`` float RGB -> ``T`` YUV frames as ``layout`` describes them (the arrays
+    ``av.VideoFrame.from_ndarray`` takes), computed on the tensor's device: an encoder then gets its
+    own pixel format with no conversion on the CPU. ``x`` is clamped to [0, 1] in place."""
+    t, _, h, w = x.shape
+    x = x.float().clamp_(0, 1)
+    m = float(1 << (layout.depth - 8))
+    if layout.full_range:
+        y_scale = c_scale = float((1 << layout.depth) - 1)
+        y_offset = 0.0
+    else:
+        y_scale, c_scale, y_offset = 219 * m, 224 * m, 16 * m
+    c_offset = 128 * m
+    kr, kb = layout.kr, layout.kb
+    kg = 1.0 - kr - kb
+    r, g, b = x.unbind(1)
+    # Quantisation: + 0.5, then the integer cast truncates (every value is >= 0 here).
+    luma = torch.mul(r, kr * y_scale).add_(g, alpha=kg * y_scale).add_(b, alpha=kb * y_scale).add_(y_offset + 0.5)
+    if layout.subsampled:  # chroma of the 2x2 block means (the chroma matrix is linear)
+        block = x[..., 0::2, 0::2] + x[..., 1::2, 0::2]
+        block.add_(x[..., 0::2, 1::2]).add_(x[..., 1::2, 1::2])
+        r, g, b = block.unbind(1)
+        c_scale /= 4
+    top = float((1 << layout.depth) - 1)
+    cb = torch.mul(r, -kr / (2 * (1 - kb)) * c_scale).add_(g, alpha=-kg / (2 * (1 - kb)) * c_scale)
+    cb.add_(b, alpha=0.5 * c_scale).add_(c_offset + 0.5).clamp_(0, top)
+    cr = torch.mul(r, 0.5 * c_scale).add_(g, alpha=-kg / (2 * (1 - kr)) * c_scale)
+    cr.add_(b, alpha=-kb / (2 * (1 - kr)) * c_scale).add_(c_offset + 0.5).clamp_(0, top)
+    dtype = torch.uint8 if layout.depth == 8 else torch.int32
+    out = torch.empty(t, h * w + 2 * cb[0].numel(), dtype=dtype, device=x.device)
+    out[:, : h * w].copy_(luma.flatten(1))
+    out[:, h * w : h * w + cb[0].numel()].copy_(cb.flatten(1))
+    out[:, h * w + cb[0].numel() :].copy_(cr.flatten(1))
+    arrays = out.view(t, *layout.shape).cpu().numpy()
+    if layout.depth != 8:
+        arrays = arrays.astype(np.uint16)
+    return list(arrays)
+
+
+def planar_converter(layout: PlanarLayout | None) -> Converter | None:
+    """A converter giving a writer with this :attr:`~semlens.io.VideoWriter.planar_layout` its
+    own pixel format (:class:`~semlens.io.PlanarImage` frames); ``None`` for no layout."""
+    if layout is None:
+        return None
+    from semlens.io import PlanarImage
+
+    def convert(x: Tensor, maxval: int) -> list[Any]:
+        return [PlanarImage(a, layout.pix_fmt) for a in to_planar(x, layout)]
+
+    return convert
+
+
 def _check_frame(frame: np.ndarray, first: np.ndarray | None) -> np.ndarray:
     if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
         shape = getattr(frame, "shape", None)
@@ -88,8 +148,10 @@ class WindowRunner:
     emitted frames. The extractor carries its state from call to call within a shot, so windows
     must be given in stream order (:func:`enhance_stream`; :mod:`semlens.segments` replays it)."""
 
-    def __init__(self, model: PixelEnhancer, extractor: InstanceExtractor, settings: StreamSettings) -> None:
+    def __init__(self, model: PixelEnhancer, extractor: InstanceExtractor, settings: StreamSettings,
+                 convert: Converter | None = None) -> None:
         self.model, self.extractor, self.settings = model, extractor, settings
+        self.convert: Converter = convert or to_frames
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         s = self.settings
@@ -126,7 +188,7 @@ class WindowRunner:
                 budget = s.memory_budget if s.memory_budget is not None else default_memory_budget(s.device)
                 tile = auto_tile_for(self.model, x, budget, s.dtype, s.tile_overlap)
             y = tiled_forward_with_retry(self.model, x, semantics, tile, s.tile_overlap, emit=emit)
-        return [to_frames(y[i], maxval) for i in range(len(items))]
+        return [self.convert(y[i], maxval) for i in range(len(items))]
 
 
 class _Batcher:
@@ -156,11 +218,12 @@ class _Batcher:
 
 
 def enhance_stream(frames: Iterable[np.ndarray], model: PixelEnhancer, extractor: InstanceExtractor,
-                   settings: StreamSettings) -> Iterator[np.ndarray]:
+                   settings: StreamSettings, convert: Converter | None = None) -> Iterator[Any]:
     """Upscale a stream of ``(H, W, 3)`` uint8/uint16 RGB frames, yielding ``(sH, sW, 3)`` frames of the
-    same dtype, one per input frame and in order. Shots are split at scene cuts: no window spans a
+    same dtype, one per input frame and in order (or what ``convert`` makes of the enhancer's output,
+    e.g. :func:`planar_converter`'s YUV frames). Shots are split at scene cuts: no window spans a
     cut and the extractor restarts at each one."""
-    run = WindowRunner(model, extractor, settings)
+    run = WindowRunner(model, extractor, settings, convert)
     batcher = _Batcher(run, settings.batch_windows)
     scheduler: WindowScheduler[np.ndarray] = WindowScheduler(settings.window, settings.overlap)
     cuts = SceneCutDetector() if settings.detect_cuts else None

@@ -377,13 +377,12 @@ def upscale_segment(src: str | os.PathLike[str], part: str | os.PathLike[str], j
     """Upscale the frames of ``job``'s segment of ``src`` into the MP4 file ``part`` (written
     atomically) and return the number of frames written."""
     from semlens.io import VideoWriter, atomic_output, probe
-    from semlens.pipeline import WindowRunner
+    from semlens.pipeline import WindowRunner, planar_converter
 
     src = Path(src)
     seg = job.segment
     info = probe(src)
     extractor = restore_extractor(up.extractor, job.state)
-    run = WindowRunner(up.model, extractor, up.settings)
     windows = segment_windows(seg.start, seg.stop, job.shots, up.settings.window, up.settings.overlap)
     spans = [_window_span(shot, w) for shot, w in windows]
     # The lowest frame any remaining window reads: frames below it are dropped from the buffer.
@@ -397,6 +396,7 @@ def upscale_segment(src: str | os.PathLike[str], part: str | os.PathLike[str], j
         with VideoWriter(tmp, width=info.width * s, height=info.height * s, source=info, codec=codec, crf=crf,
                          preset=preset, pix_fmt=pix_fmt, copy_audio=False, copy_subtitles=False,
                          copy_metadata=False, faststart=False) as writer:
+            run = WindowRunner(up.model, extractor, up.settings, planar_converter(writer.planar_layout))
             for k, ((shot, w), (_, end)) in enumerate(zip(windows, spans, strict=True)):
                 while loaded < end:
                     buffer[loaded] = next(frames)

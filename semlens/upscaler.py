@@ -26,7 +26,7 @@ from semlens.errors import (
     OutputError,
     SemlensError,
 )
-from semlens.pipeline import StreamSettings, enhance_stream
+from semlens.pipeline import StreamSettings, enhance_stream, planar_converter
 from semlens.runtime import tune_allocator
 from semlens.scan import find_videos
 from semlens.semantics import InstanceExtractor, build_extractor, extractor_dims
@@ -153,11 +153,11 @@ class _BackgroundWriter:
     next :meth:`put` or on leaving the ``with`` block); leaving the block by an exception (an
     error, Ctrl-C) stops the thread without draining, before the caller cleans up the output."""
 
-    def __init__(self, write: Callable[[np.ndarray, int | None, int | None], None], size: int = 8,
+    def __init__(self, write: Callable[[Any, int | None, int | None], None], size: int = 8,
                  threaded: bool = True) -> None:
         self._write = write
         self.threaded = threaded
-        self._queue: queue.Queue[tuple[np.ndarray, int | None, int | None] | None] = queue.Queue(maxsize=size)
+        self._queue: queue.Queue[tuple[Any, int | None, int | None] | None] = queue.Queue(maxsize=size)
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self.written = 0
@@ -183,7 +183,7 @@ class _BackgroundWriter:
             error, self._error = self._error, None
             raise error
 
-    def put(self, image: np.ndarray, pts: int | None, duration: int | None) -> None:
+    def put(self, image: Any, pts: int | None, duration: int | None) -> None:
         if not self.threaded:
             self._write(image, pts, duration)
             self.written += 1
@@ -363,7 +363,7 @@ class SemanticLensUpscaler:
                             stamps.append((frame.pts, frame.duration))
                             yield frame.image
 
-                    def write(image: np.ndarray, pts: int | None, duration: int | None) -> None:
+                    def write(image: Any, pts: int | None, duration: int | None) -> None:
                         if to_video:
                             writer.write(image, pts, duration=duration)
                         else:
@@ -373,8 +373,11 @@ class SemanticLensUpscaler:
                     # Encoding overlaps compute where there is room for it: a GPU computes, or the CPU
                     # has cores the network's threads leave free (else the thread only competes).
                     spare = self.device.type != "cpu" or (os.cpu_count() or 1) > torch.get_num_threads()
+                    # A video writer gets YUV made on the compute device (no RGB->YUV pass on the CPU).
+                    convert = planar_converter(writer.planar_layout) if to_video else None
+                    upscaled = enhance_stream(_prefetch(images()), self.model, self.extractor, self.settings, convert)
                     with _BackgroundWriter(write, threaded=spare) as background:
-                        for image in self.upscale_frames(_prefetch(images())):
+                        for image in upscaled:
                             pts, duration = stamps.popleft()
                             background.put(image, pts, duration)
                             done += 1

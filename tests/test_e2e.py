@@ -24,7 +24,7 @@ from clips import make_clip, make_image_folder, packet_dump, read_frames
 from conftest import assert_one_line_error, digest, invoke_cli, partials_under
 
 from semlens.errors import BatchError, InvalidInputError, OutputExistsError
-from semlens.io import list_images, open_source, probe, read_image, write_png
+from semlens.io import VideoWriter, list_images, open_source, probe, read_image, write_png
 from semlens.upscaler import SemanticLensUpscaler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -152,6 +152,41 @@ def test_video_to_png_folder_equals_upscale_frames(tmp_path, tiny_x2_path, tiny_
         assert a.dtype == b.dtype == (np.uint16 if deep else np.uint8)
         assert a.shape == (48, 64, 3)
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("codec, suffix, pix_fmt", [("libx264", ".mp4", "yuv420p"), ("ffv1", ".mkv", "yuv444p")])
+def test_video_gets_yuv_made_on_the_compute_device(tmp_path, tiny_upscaler, monkeypatch, codec, suffix, pix_fmt):
+    """The writer is handed YUV frames (no RGB->YUV pass on the CPU); losslessly encoded, they equal
+    FFmpeg's conversion of ``upscale_frames``' RGB output within rounding."""
+    src = make_clip(tmp_path / "clip.mkv", frames=5, size=(32, 24), pattern="noise")
+    handed = []
+    write = VideoWriter.write
+
+    def spy(self, image, pts=None, duration=None):
+        handed.append(type(image).__name__)
+        return write(self, image, pts, duration)
+
+    monkeypatch.setattr(VideoWriter, "write", spy)
+    dst = tmp_path / f"out{suffix}"
+    tiny_upscaler.upscale_video(src, dst, codec=codec, crf=0, preset="ultrafast")  # crf 0: lossless x264
+    assert handed == ["PlanarImage"] * 5
+    with open_source(src) as reader:
+        expected = list(tiny_upscaler.upscale_frames([fr.image for fr in reader]))
+    with av.open(str(dst)) as container:
+        got = [frame.to_ndarray() for frame in container.decode(video=0)]
+    assert len(got) == 5
+    for rgb, yuv in zip(expected, got, strict=True):
+        # FFmpeg's per-pixel conversion (BT.601, limited range: the clip's untagged colours) ...
+        ffmpeg = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv444p", dst_color_range=1)
+        y, cb, cr = ffmpeg.to_ndarray().astype(float)
+        if pix_fmt == "yuv420p":  # ... with 4:2:0 chroma as the means of 2x2 blocks
+            cb, cr = (c.reshape(24, 2, 32, 2).mean(axis=(1, 3)) for c in (cb, cr))
+            planes = [yuv[:48], yuv[48:60].reshape(24, 32), yuv[60:].reshape(24, 32)]
+        else:
+            planes = list(yuv)
+        for plane, ref in zip(planes, (y, cb, cr), strict=True):
+            assert plane.shape == ref.shape
+            assert np.abs(plane - ref).max() <= 1.0
 
 
 def test_upscale_frames_does_not_depend_on_chunking(tmp_path, tiny_upscaler):

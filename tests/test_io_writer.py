@@ -15,6 +15,7 @@ from semlens.errors import OutputError
 from semlens.io import (
     ImageSequenceWriter,
     OutputWarning,
+    PlanarImage,
     VideoWriter,
     atomic_output,
     choose_pix_fmt,
@@ -292,6 +293,37 @@ def test_colour_tags_carried(tmp_path):
     # converted back to YUV with the BT.709 matrix: the lossless round trip is (almost) exact
     a, b = read_frames(src)[0], read_frames(dst)[0]
     assert _psnr(a[2], b[2]) > 45
+
+
+def test_planar_layout_follows_the_source_colours_and_pixel_format(tmp_path):
+    colour = dict(color_range=2, color_primaries=1, color_trc=1, colorspace=1)
+    src = make_clip(tmp_path / "bt709.mkv", frames=2, codec="ffv1", pix_fmt="yuv444p", colour=colour)
+    with open_source(src) as reader:
+        info = reader.info
+    with VideoWriter(tmp_path / "a.mp4", width=64, height=48, source=info) as writer:
+        layout = writer.planar_layout
+        assert (layout.pix_fmt, layout.depth, layout.subsampled, layout.full_range) == ("yuv420p", 8, True, True)
+        assert (layout.kr, layout.kb) == (0.2126, 0.0722) and layout.shape == (72, 64)
+        writer.write(PlanarImage(np.full((72, 64), 128, np.uint8), "yuv420p"), 0)
+    with VideoWriter(tmp_path / "b.mkv", width=63, height=48, codec="ffv1") as writer:  # untagged: BT.601
+        layout = writer.planar_layout
+        assert (layout.pix_fmt, layout.kr, layout.kb, layout.full_range) == ("yuv444p", 0.299, 0.114, False)
+        assert layout.shape == (3, 48, 63)
+        writer.write(pattern_frame(0, 63, 48), 0)
+    with VideoWriter(tmp_path / "c.mkv", width=64, height=48, codec="ffv1", pix_fmt="yuv422p") as writer:
+        assert writer.planar_layout is None  # a format producers do not make: RGB only
+        writer.write(pattern_frame(0, 64, 48), 0)
+
+
+def test_planar_frames_of_the_wrong_kind_are_refused(tmp_path):
+    with VideoWriter(tmp_path / "out.mp4", width=64, height=48) as writer:
+        with pytest.raises(ValueError, match="shape"):
+            writer.write(PlanarImage(np.zeros((48, 64), np.uint8), "yuv420p"))
+        with pytest.raises(ValueError, match="uint8"):
+            writer.write(PlanarImage(np.zeros((72, 64), np.uint16), "yuv420p"))
+        with pytest.raises(ValueError, match="yuv444p"):
+            writer.write(PlanarImage(np.zeros((3, 48, 64), np.uint8), "yuv444p"))
+        writer.write(pattern_frame(0, 64, 48), 0)
 
 
 def test_writer_without_source_and_pts_synthesis(tmp_path):

@@ -8,7 +8,8 @@ import torch
 
 from semlens.enhancer import EnhancerConfig, PixelEnhancer
 from semlens.errors import InvalidInputError
-from semlens.pipeline import to_frames, to_tensor
+from semlens.io import PlanarLayout
+from semlens.pipeline import to_frames, to_planar, to_tensor
 from semlens.upscaler import SemanticLensUpscaler
 
 
@@ -78,6 +79,40 @@ def test_conversions_round_trip() -> None:
     assert x.shape == (1, 2, 3, 12, 16) and maxval == 255
     back = to_frames(x[0], maxval)
     assert all(np.array_equal(a, b) for a, b in zip(frames, back))
+
+
+@pytest.mark.parametrize("full_range", [False, True])
+@pytest.mark.parametrize("matrix, sws", [((0.299, 0.114), 5), ((0.2126, 0.0722), 1), ((0.2627, 0.0593), 9)])
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "yuv420p10le"])
+def test_planar_conversion_agrees_with_ffmpeg(pix_fmt: str, matrix: tuple[float, float], sws: int,
+                                              full_range: bool) -> None:
+    import av
+
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    frame[:, :12] = frame[:, :12] // 64 * 64 + 32  # flat blocks and noise
+    depth, subsampled = (10, True) if pix_fmt.endswith("10le") else (8, pix_fmt == "yuv420p")
+    layout = PlanarLayout(pix_fmt, 24, 16, depth, subsampled, *matrix, full_range=full_range)
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    (ours,) = to_planar(x, layout)
+    assert ours.shape == layout.shape and ours.dtype == (np.uint16 if depth > 8 else np.uint8)
+    # FFmpeg's per-pixel conversion, 4:2:0 chroma then as the means of 2x2 blocks
+    big = "yuv444p16le" if depth > 8 else "yuv444p"
+    ref = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+        format=big, dst_colorspace=sws, dst_color_range=2 if full_range else 1).to_ndarray().astype(float)
+    if ref.shape[-1] == 3:  # (H, W, 3) -> planes first
+        ref = np.moveaxis(ref, -1, 0)
+    if depth > 8:
+        ref = ref / 64  # 16 -> 10 bits
+    planes = list(ours.astype(float)) if not subsampled else [
+        ours[:16], ours[16:20].reshape(8, 12), ours[20:].reshape(8, 12)]
+    if subsampled:
+        ref = [ref[0]] + [c.reshape(8, 2, 12, 2).mean(axis=(1, 3)) for c in ref[1:]]
+    # One 8-bit step for luma; chroma adds FFmpeg's own rounding before the block means and its
+    # full-range offset (about half a step low): two steps. A wrong matrix is off by tens.
+    step = float(1 << (depth - 8))
+    for plane, expected, tolerance in zip(planes, ref, (1, 2, 2), strict=True):
+        assert np.abs(plane - expected).max() <= tolerance * step
 
 
 @pytest.mark.parametrize("batch", [2, 3, 8])

@@ -2,7 +2,9 @@
 
 Frames: ``write(image, pts)`` takes ``(H, W, 3)`` RGB, uint8 (0..255) or uint16 (0..65535), of
 the size the writer was opened for (any size: e.g. the source size times 2 or 4), and the source
-frame's ``pts``. The video stream gets the source's time base and every output frame keeps its
+frame's ``pts``. A producer that can convert to YUV itself (the upscaler does it on the compute
+device) passes :class:`PlanarImage` frames laid out as :attr:`VideoWriter.planar_layout` says,
+and no conversion happens here. The video stream gets the source's time base and every output frame keeps its
 input pts, so frame count, duration and variable frame rate are kept exactly (no re-timing).
 Each packet gets its frame's duration (the gap to the next pts; pass ``duration=`` for the last
 frame, e.g. ``frame.duration`` from the reader, else it lasts as long as the one before it).
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -57,6 +60,8 @@ __all__ = [
     "CODEC_ALIASES",
     "DEFAULT_CODEC",
     "OutputWarning",
+    "PlanarImage",
+    "PlanarLayout",
     "VideoWriter",
     "choose_pix_fmt",
     "encoder_pix_fmts",
@@ -116,6 +121,57 @@ _MP4_FAMILY = {"mp4", "mov", "ipod", "3gp", "3g2", "psp", "ismv", "f4v"}
 
 class OutputWarning(UserWarning):
     """The output differs from what was asked in a documented way (a stream skipped, 8-bit fallback...)."""
+
+
+# swscale matrix id (see sws_colorspace) -> luma coefficients (Kr, Kb); None is swscale's BT.601.
+_LUMA_COEFFICIENTS: dict[int | None, tuple[float, float]] = {
+    None: (0.299, 0.114),
+    5: (0.299, 0.114),
+    1: (0.2126, 0.0722),
+    4: (0.30, 0.11),
+    7: (0.212, 0.087),
+    9: (0.2627, 0.0593),
+}
+
+# Pixel formats a producer may hand over ready-made: name -> (bits per sample, 4:2:0 subsampled).
+_PLANAR_FORMATS = {"yuv420p": (8, True), "yuv444p": (8, False), "yuv420p10le": (10, True)}
+
+
+@dataclass(frozen=True)
+class PlanarLayout:
+    """The YUV frames a :class:`VideoWriter` encodes, for producers that convert RGB themselves.
+
+    ``Y = Kr R + (1 - Kr - Kb) G + Kb B``, ``Cb = (B - Y) / (2 (1 - Kb))``, ``Cr = (R - Y) / (2 (1 - Kr))``
+    on RGB in [0, 1], then quantised to ``depth`` bits, limited range (luma 16..235, chroma 16..240,
+    scaled by ``2**(depth - 8)``) or full range (0..2**depth - 1, chroma centred on
+    ``2**(depth - 1)``). 4:2:0 chroma is the mean of each 2x2 block (centred, as swscale does).
+    The array a frame is given as is the one ``av.VideoFrame.from_ndarray`` takes for ``pix_fmt``:
+    ``(3 H / 2, W)`` for 4:2:0 (Y, then Cb, then Cr, each plane's rows one after another),
+    ``(3, H, W)`` for 4:4:4; uint8, or uint16 above 8 bits.
+    """
+
+    pix_fmt: str
+    width: int
+    height: int
+    depth: int
+    subsampled: bool
+    kr: float
+    kb: float
+    full_range: bool
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self.subsampled:
+            return (self.height * 3 // 2, self.width)
+        return (3, self.height, self.width)
+
+
+@dataclass(frozen=True)
+class PlanarImage:
+    """One frame already in the writer's pixel format (see :class:`PlanarLayout`)."""
+
+    data: np.ndarray
+    pix_fmt: str
 
 
 def resolve_codec(codec: str) -> str:
@@ -621,7 +677,37 @@ class VideoWriter:
             pts = self._last_pts + 1
         return pts
 
-    def _make_frame(self, image: np.ndarray) -> Any:
+    @property
+    def planar_layout(self) -> PlanarLayout | None:
+        """How to give this writer frames in its own pixel format, or ``None`` when it takes RGB
+        only (packet mode, RGB or other pixel formats)."""
+        if self._template is not None or self.pix_fmt not in _PLANAR_FORMATS:
+            return None
+        if self._sws_colorspace not in _LUMA_COEFFICIENTS:
+            return None
+        depth, subsampled = _PLANAR_FORMATS[self.pix_fmt]
+        kr, kb = _LUMA_COEFFICIENTS[self._sws_colorspace]
+        return PlanarLayout(self.pix_fmt, self.width, self.height, depth, subsampled, kr, kb,
+                            full_range=self._dst_range == 2)
+
+    def _planar_frame(self, image: PlanarImage) -> Any:
+        layout = self.planar_layout
+        if layout is None or image.pix_fmt != layout.pix_fmt:
+            raise ValueError(f"this writer encodes {self.pix_fmt}, not {image.pix_fmt}; give it RGB frames")
+        dtype = np.uint8 if layout.depth == 8 else np.uint16
+        if image.data.shape != layout.shape or image.data.dtype != dtype:
+            raise ValueError(
+                f"a {layout.pix_fmt} frame of {self.width}x{self.height} is a {np.dtype(dtype).name} array of "
+                f"shape {layout.shape}, got {image.data.dtype} {image.data.shape}"
+            )
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image.data), format=layout.pix_fmt)
+        frame.colorspace = 2 if self._sws_colorspace is None else self._sws_colorspace  # as reformat() tags it
+        frame.color_range = self._dst_range
+        return frame
+
+    def _make_frame(self, image: np.ndarray | PlanarImage) -> Any:
+        if isinstance(image, PlanarImage):
+            return self._planar_frame(image)
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB array, got shape {getattr(image, 'shape', None)}")
         if image.shape[0] != self.height or image.shape[1] != self.width:
@@ -641,8 +727,9 @@ class VideoWriter:
             dst_color_range=self._dst_range,
         )
 
-    def write(self, image: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
-        """Encode one ``(height, width, 3)`` uint8/uint16 RGB frame at ``pts`` (source time base).
+    def write(self, image: np.ndarray | PlanarImage, pts: int | None = None, duration: int | None = None) -> None:
+        """Encode one ``(height, width, 3)`` uint8/uint16 RGB frame (or a :class:`PlanarImage` in
+        the writer's own pixel format) at ``pts`` (source time base).
 
         ``duration`` (ticks, optional) matters only for the last frame: every other frame lasts
         until the next one's pts; the last one lasts ``duration``, else as long as the frame
