@@ -110,7 +110,7 @@ class LiteExtractor:
         all_centres = torch.stack(centres_per_frame, dim=1).flatten(0, 1)  # (B*T, N, 5)
         flat = frames.flatten(0, 1)  # (B*T, 3, h, w)
         step = max(1, self.FULL_RES_PIXELS // max(1, h * w))
-        masks, tokens, valid = [], [], []
+        masks, tokens, scenes, valid = [], [], [], []
         for start in range(0, b * t, step):
             part, centres = flat[start : start + step], all_centres[start : start + step]
             n = part.shape[0]
@@ -121,12 +121,13 @@ class LiteExtractor:
             ids = torch.where(present.gather(1, assign), assign + 1, torch.zeros_like(assign))
             masks.append(ids.view(n, h, w))
             tokens.append(self._region_tokens(sums, count, area, centres))
+            scenes.append(self._scene_token(part))
             valid.append(present)
         track_ids = torch.arange(self.max_instances, device=frames.device).expand(b, -1).clone()
         return Semantics(
             masks=torch.cat(masks).view(b, t, h, w),
             instance_tokens=torch.cat(tokens).view(b, t, self.max_instances, -1),
-            global_tokens=self._scene_token(flat).view(b, t, -1),
+            global_tokens=torch.cat(scenes).view(b, t, -1),
             valid=torch.cat(valid).view(b, t, self.max_instances),
             track_ids=track_ids,
         )
