@@ -96,23 +96,29 @@ def test_planar_conversion_agrees_with_ffmpeg(pix_fmt: str, matrix: tuple[float,
     x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
     (ours,) = to_planar(x, layout)
     assert ours.shape == layout.shape and ours.dtype == (np.uint16 if depth > 8 else np.uint8)
-    # FFmpeg's per-pixel conversion, 4:2:0 chroma then as the means of 2x2 blocks
-    big = "yuv444p16le" if depth > 8 else "yuv444p"
+    # FFmpeg's per-pixel 8-bit conversion (its 16-bit output reads back with garbage in PyAV 18),
+    # 4:2:0 chroma then as the means of 2x2 blocks, rescaled to ``depth`` bits.
     ref = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
-        format=big, dst_colorspace=sws, dst_color_range=2 if full_range else 1).to_ndarray().astype(float)
+        format="yuv444p", dst_colorspace=sws, dst_color_range=2 if full_range else 1).to_ndarray().astype(float)
     if ref.shape[-1] == 3:  # (H, W, 3) -> planes first
         ref = np.moveaxis(ref, -1, 0)
     if depth > 8:
-        ref = ref / 64  # 16 -> 10 bits
+        if full_range:  # 0..255 -> 0..1023, chroma centred on 128 -> 512
+            factor = ((1 << depth) - 1) / 255
+            ref = np.stack([ref[0] * factor, (ref[1] - 128) * factor + 512, (ref[2] - 128) * factor + 512])
+        else:  # limited range is the 8-bit range times 4
+            ref = ref * (1 << (depth - 8))
     planes = list(ours.astype(float)) if not subsampled else [
         ours[:16], ours[16:20].reshape(8, 12), ours[20:].reshape(8, 12)]
     if subsampled:
         ref = [ref[0]] + [c.reshape(8, 2, 12, 2).mean(axis=(1, 3)) for c in ref[1:]]
     # One 8-bit step for luma; chroma adds FFmpeg's own rounding before the block means and its
-    # full-range offset (about half a step low): two steps. A wrong matrix is off by tens.
+    # full-range offset (about half a step low): two steps. Above 8 bits the reference's own 8-bit
+    # rounding adds half a step. A wrong matrix is off by tens of steps.
     step = float(1 << (depth - 8))
+    extra = 0.5 if depth > 8 else 0.0
     for plane, expected, tolerance in zip(planes, ref, (1, 2, 2), strict=True):
-        assert np.abs(plane - expected).max() <= tolerance * step
+        assert np.abs(plane - expected).max() <= (tolerance + extra) * step
 
 
 @pytest.mark.parametrize("batch", [2, 3, 8])
