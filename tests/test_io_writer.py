@@ -72,7 +72,7 @@ def test_round_trip_keeps_count_and_pts(tmp_path):
 
 
 def test_x264_encodes_on_frame_threads(tmp_path):
-    # Slice threads (PyAV's default) would encode inside each write() call, holding up the network.
+    # Not PyAV's default slice threads: slice boundaries cost compression at the same crf.
     with VideoWriter(tmp_path / "out.mp4", width=64, height=48) as writer:
         assert writer._stream.codec_context.thread_type == av.codec.context.ThreadType.FRAME
         for i in range(3):
