@@ -105,13 +105,19 @@ class _ForwardClock:
             hook.remove()
 
 
-def _encode_only(frames: list[np.ndarray], clip: Path, out: Path, args: argparse.Namespace) -> float:
-    """Seconds for ``VideoWriter`` to encode ``frames`` (RGB) with the end-to-end run's settings."""
-    from semlens.io import VideoWriter, open_source
+def _stamps(clip: Path) -> tuple[Any, list[tuple[int | None, int | None]]]:
+    """The clip's ``VideoInfo`` and every frame's (pts, duration), for encoding its frames alone."""
+    from semlens.io import open_source
 
     with open_source(clip) as reader:
-        info = reader.info
-        stamps = [(frame.pts, frame.duration) for frame in reader]
+        return reader.info, [(frame.pts, frame.duration) for frame in reader]
+
+
+def _encode_only(frames: list[np.ndarray], info: Any, stamps: list[tuple[int | None, int | None]], clip: Path,
+                 out: Path, args: argparse.Namespace) -> float:
+    """Seconds for ``VideoWriter`` to encode ``frames`` (RGB) with the end-to-end run's settings."""
+    from semlens.io import VideoWriter
+
     height, width = frames[0].shape[:2]
     start = time.perf_counter()
     with VideoWriter(out, width=width, height=height, source=info, source_path=clip, codec=args.codec,
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             width, height = parse_size(args.size)
             clip = clips_module().make_clip(work / "clip.mp4", frames=args.frames, size=(width, height), audio=True)
         frames = _decode(clip)
+        info, stamps = _stamps(clip)
         count = len(frames)
         height, width = frames[0].shape[:2]
         print(f"{count} frames of {width}x{height} -> x{up.scale} ...", file=sys.stderr, flush=True)
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             _decode(clip)
             timing["decode"] = time.perf_counter() - start
-            timing["encode"] = _encode_only(upscaled, clip, work / "encoded.mp4", args)
+            timing["encode"] = _encode_only(upscaled, info, stamps, clip, work / "encoded.mp4", args)
             timing["overhead"] = (timing["end_to_end"] - timing["model"]) / timing["model"]
             timing["overhead_in_run"] = (timing["end_to_end"] - clock.seconds) / clock.seconds
             rounds.append(timing)

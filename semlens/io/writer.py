@@ -41,6 +41,7 @@ Pixel formats (``pix_fmt=None`` picks automatically, see :func:`choose_pix_fmt`)
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from dataclasses import dataclass
@@ -678,10 +679,10 @@ class VideoWriter:
             pts = self._last_pts + 1
         return pts
 
-    @property
+    @functools.cached_property
     def planar_layout(self) -> PlanarLayout | None:
         """How to give this writer frames in its own pixel format, or ``None`` when it takes RGB
-        only (packet mode, RGB or other pixel formats)."""
+        only (packet mode, RGB or other pixel formats). Fixed once the writer is open."""
         if self._template is not None or self.pix_fmt not in _PLANAR_FORMATS:
             return None
         if self._sws_colorspace not in _LUMA_COEFFICIENTS:
