@@ -139,7 +139,7 @@ def model_file(model: str | None, scale: int, folder: Path) -> tuple[str, str]:
         return name, f"model {name}"
     except SemlensError as exc:
         from semlens.enhancer import EnhancerConfig, PixelEnhancer
-        from semlens.hub_format import save_model
+        from semlens.hub.format import save_model
 
         torch.manual_seed(0)
         net = PixelEnhancer(EnhancerConfig.preset("tiny", scale=scale))

@@ -14,7 +14,7 @@ from hubserver import FakeHub, fake_hub_env, tiny_model
 
 from semlens.errors import DownloadError, ModelNotFoundError
 from semlens.hub import registry, save_model
-from semlens.hub_registry import SAM_REPO_ID
+from semlens.hub.specs import SAM_REPO_ID
 from semlens_cli.hub_commands import download_command, export_command, models_command
 
 SAM_FILE = "checkpoints/sam_vit_b_01ec64.pth"
@@ -44,7 +44,7 @@ def test_models_table_and_json(fake_hub: FakeHub, runner: CliRunner, tmp_path: P
                                monkeypatch: pytest.MonkeyPatch) -> None:
     weights = tmp_path / "pkg"
     weights.mkdir()
-    monkeypatch.setattr("semlens.hub._weights_root", lambda: weights)
+    monkeypatch.setattr("semlens.hub.loading._weights_root", lambda: weights)
     save_model(weights / "semlens-tiny-x2.safetensors", tiny_model(scale=2), {"name": "semlens-tiny-x2"})
 
     result = runner.invoke(models_command, [])

@@ -15,7 +15,7 @@ from hubserver import FakeHub, fake_hub_env, serve_model, tiny_model
 
 from semlens.errors import DownloadError, ModelNotFoundError
 from semlens.hub import ModelSpec, download, load_model, registry, resolve, resolve_sam_checkpoint
-from semlens.hub_registry import SAM_REPO_ID
+from semlens.hub.specs import SAM_REPO_ID
 
 REPO = "semlens-test/tiny-x2"
 

@@ -12,7 +12,7 @@ from hubserver import FakeHub, fake_hub_env, tiny_model
 
 from semlens.errors import DownloadError, WeightsError
 from semlens.hub import export_model, load_model, save_model
-from semlens.hub_format import read_safetensors_meta
+from semlens.hub.format import read_safetensors_meta
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from hubserver import tiny_model
 
 from semlens.errors import ModelNotFoundError, WeightsError
 from semlens.hub import load_model, resolve, save_model
-from semlens.hub_format import META_KEY, read_safetensors_meta, read_weights
+from semlens.hub.format import META_KEY, read_safetensors_meta, read_weights
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from semlens.hub import (
     resolve,
     save_model,
 )
-from semlens.hub_registry import get_spec, sam_spec
+from semlens.hub.specs import get_spec, sam_spec
 
 REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
@@ -40,15 +40,15 @@ def weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty stand-in for the package data folder ``semlens.weights``."""
     folder = tmp_path / "package-weights"
     folder.mkdir()
-    monkeypatch.setattr("semlens.hub._weights_root", lambda: folder)
+    monkeypatch.setattr("semlens.hub.loading._weights_root", lambda: folder)
     # Stand-in files are random models: drop the shipped files' sha256 pins for these tests.
     import dataclasses
 
-    import semlens.hub_registry as hub_registry
+    import semlens.hub.specs as hub_specs
 
     specs = {name: dataclasses.replace(spec, sha256=None) if spec.kind == "enhancer" else spec
-             for name, spec in hub_registry.registry().items()}
-    monkeypatch.setattr(hub_registry, "_REGISTRY", specs)
+             for name, spec in hub_specs.registry().items()}
+    monkeypatch.setattr(hub_specs, "_REGISTRY", specs)
     return folder
 
 

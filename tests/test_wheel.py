@@ -55,7 +55,7 @@ def test_wheel_ships_the_weights_folder(wheel: Path) -> None:
     shipped = sorted(p.name for p in WEIGHTS.glob("*.safetensors"))
     for name in shipped:
         assert f"semlens/weights/{name}" in names
-    assert {"semlens/hub.py", "semlens/hub_registry.py", "semlens_cli/hub_commands.py"} <= names
+    assert {"semlens/hub/__init__.py", "semlens/hub/specs.py", "semlens_cli/hub_commands.py"} <= names
 
 
 def _fresh_venv(where: Path, wheel: Path) -> Path:

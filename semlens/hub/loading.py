@@ -1,4 +1,4 @@
-"""Models by name: registry, resolution, verified download and safe loading.
+"""Finding and loading models: resolution of a source, verified download and strict loading.
 
 ``resolve(source)`` finds the weights of a model; ``load_model(source)`` builds the
 :class:`~semlens.enhancer.PixelEnhancer` and loads them strictly. A *source* is one of:
@@ -13,8 +13,8 @@
 
 An existing path always wins over a repo id; a registry name wins over a same-named folder in the
 current directory (write ``./name`` for the folder). The file format is described in
-:mod:`semlens.hub_format`, download rules in :mod:`semlens.hub_download`, the registry in
-:mod:`semlens.hub_registry`.
+:mod:`semlens.hub.format`, download rules in :mod:`semlens.hub.fetch`, the registry in
+:mod:`semlens.hub.specs`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from semlens.errors import ModelNotFoundError, WeightsError
-from semlens.hub_download import ProgressCallback, cached_file, fetch_file
-from semlens.hub_export import ExportResult, export_model
-from semlens.hub_format import (
+from semlens.hub.fetch import ProgressCallback, cached_file, fetch_file, sha256_file
+from semlens.hub.format import (
     CONFIG_NAME,
     TORCH_SUFFIXES,
     WEIGHTS_NAME,
@@ -38,27 +37,19 @@ from semlens.hub_format import (
     read_meta_file,
     read_weights,
     safetensors_parameter_count,
-    save_model,
 )
-from semlens.hub_registry import DEFAULT_MODEL, ModelSpec, get_spec, known_names, registry, sam_spec
+from semlens.hub.specs import DEFAULT_MODEL, ModelSpec, known_names, registry, sam_spec
 
 if TYPE_CHECKING:
     from semlens.enhancer import EnhancerConfig, PixelEnhancer
 
 __all__ = [
-    "DEFAULT_MODEL",
-    "ModelSpec",
     "ModelInfo",
     "ResolvedModel",
     "LoadedModel",
-    "ExportResult",
-    "registry",
-    "get_spec",
     "list_models",
     "resolve",
     "load_model",
-    "save_model",
-    "export_model",
     "download",
     "resolve_sam_checkpoint",
     "bundled_path",
@@ -106,7 +97,7 @@ class ResolvedModel:
 @dataclass
 class LoadedModel:
     """A ready network: ``model`` (in eval mode, on the requested device), its semlens config
-    ``meta`` (see :mod:`semlens.hub_format`), the registry ``spec`` if loaded by name, and the
+    ``meta`` (see :mod:`semlens.hub.format`), the registry ``spec`` if loaded by name, and the
     weights ``path``."""
 
     model: PixelEnhancer
@@ -196,8 +187,6 @@ def _resolve_spec(spec: ModelSpec, progress: ProgressCallback | None = None) -> 
     bundled = bundled_path(spec)
     if bundled is not None:
         if spec.sha256 is not None:
-            from semlens.hub_download import sha256_file
-
             if sha256_file(bundled) != spec.sha256:
                 raise WeightsError(f"{bundled}: the bundled weights of {spec.name} fail their sha256 check; reinstall semlens")
         return ResolvedModel(bundled, None, spec, "bundled", spec.name)

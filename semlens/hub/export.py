@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from semlens.errors import DownloadError
-from semlens.hub_download import hub_endpoint, is_offline, sha256_file
-from semlens.hub_format import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes, read_meta_file, write_folder
+from semlens.hub.fetch import hub_endpoint, is_offline, sha256_file
+from semlens.hub.format import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes, read_meta_file, write_folder
+from semlens.hub.loading import load_model
 
 __all__ = ["ExportResult", "export_model", "model_card"]
 
@@ -168,8 +169,6 @@ def export_model(
     (created if needed) to upload the folder to with ``HfApi().upload_folder``. ``name`` renames
     the model in its config.
     """
-    from semlens.hub import load_model
-
     loaded = load_model(checkpoint_or_model_path)
     meta = dict(loaded.meta)
     if name is not None:
