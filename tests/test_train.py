@@ -71,7 +71,11 @@ def test_a_few_steps_reduce_the_loss_and_resume(tmp_path) -> None:
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     from semlens.hub import load_model
 
-    assert load_model(final).scale == 2
+    loaded = load_model(final)
+    assert loaded.scale == 2
+    # The recorded inference window is the training clip length (3 frames), not a fixed 12.
+    assert (loaded.window, loaded.overlap) == (3, 1)
+    assert loaded.meta["train_frames"] == 3 and loaded.meta["window_basis"] == "training clip length"
 
 
 def test_resume_refuses_another_configuration(tmp_path) -> None:
@@ -141,3 +145,43 @@ def test_card_ablation_section_is_replaced_not_duplicated() -> None:
     assert "| T=7 | 32.50 | +2.50 | 0.9000 |" in new and "| T=1 | 31.25 | +1.25 | 0.9000 |" in new
     assert new.endswith("The note.\n")
     assert replace_ablations("# card\n", section).count("## Ablations (new)") == 1
+
+
+@pytest.mark.parametrize(("frames", "window", "overlap", "expected"), [
+    (1, None, None, (1, 0)), (2, None, None, (2, 0)), (7, None, None, (7, 2)), (7, 12, None, (12, 2)),
+    (7, 12, 3, (12, 3)), (1, 9, None, (9, 2)),
+])
+def test_inference_window_follows_training_unless_given(frames, window, overlap, expected) -> None:
+    from semlens.train.export import inference_window
+
+    assert inference_window(frames, window, overlap) == expected
+
+
+def test_export_records_a_given_window_and_refuses_one_that_emits_nothing(tmp_path) -> None:
+    import json
+
+    from safetensors import safe_open
+
+    from semlens.train.export import save_trained
+    from semlens.train.loop import build_model
+
+    cfg = TrainConfig(scale=2, overrides={"channels": 8, "token_dim": 8}, frames=5)
+    model = build_model(cfg)
+    save_trained(tmp_path / "m.safetensors", model, cfg, 1.0, window=10, overlap=3)
+    with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
+        meta = json.loads(f.metadata()["semlens_config"])
+    assert (meta["window"], meta["overlap"], meta["train_frames"]) == (10, 3, 5)
+    assert meta["window_basis"] == "given at export"
+    with pytest.raises(ValueError, match="emits no frame"):
+        save_trained(tmp_path / "bad.safetensors", model, cfg, 1.0, window=4, overlap=2)
+
+
+def test_train_command_rejects_a_window_that_emits_nothing(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from semlens_cli.main import cli
+
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "run"), "--frames", "3", "--window", "4",
+                                      "--overlap", "2"])
+    assert result.exit_code == 2 and "emits no frame" in result.output
+    assert not (tmp_path / "run").exists()

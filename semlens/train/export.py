@@ -12,19 +12,44 @@ import torch
 from safetensors.torch import save_file
 
 from semlens.enhancer import PixelEnhancer
+from semlens.windows import check_window
 
-__all__ = ["save_trained", "model_metadata"]
+__all__ = ["save_trained", "model_metadata", "inference_window"]
 
 
-def model_metadata(model: PixelEnhancer, cfg: Any, elapsed: float) -> dict[str, Any]:
+def inference_window(train_frames: int, window: int | None = None, overlap: int | None = None) -> tuple[int, int]:
+    """The inference ``(window, overlap)`` to record: ``window`` defaults to the training clip length,
+    ``overlap`` to up to 2 frames on each side (fewer for short windows, none for single frames).
+    Raises ``ValueError`` for a window that emits no frame."""
+    if train_frames < 1:
+        raise ValueError(f"the training clip length must be at least 1 frame, got {train_frames}")
+    window = train_frames if window is None else window
+    overlap = max(0, min(2, (window - 1) // 2)) if overlap is None else overlap
+    check_window(window, overlap)
+    return window, overlap
+
+
+def model_metadata(model: PixelEnhancer, cfg: Any, elapsed: float, window: int | None = None,
+                   overlap: int | None = None) -> dict[str, Any]:
+    """The ``semlens_config`` of a trained model.
+
+    ``train_frames`` is the clip length the network was trained on. ``window`` / ``overlap`` are the
+    defaults used at inference: those given (e.g. a window checked with ``semlens eval --window``),
+    else the training clip length (:func:`inference_window`); ``window_basis`` says which.
+    """
+    train_frames = int(cfg.frames)
+    given = window is not None or overlap is not None
+    window, overlap = inference_window(train_frames, window, overlap)
     return {
         "format": "semlens",
         "format_version": 1,
         "scale": model.config.scale,
         "enhancer": model.config.to_dict(),
         "extractor": cfg.extractor,
-        "window": 12,
-        "overlap": 2,
+        "window": window,
+        "overlap": overlap,
+        "train_frames": train_frames,
+        "window_basis": "given at export" if given else "training clip length",
         "training": {
             **asdict(cfg),
             "wall_time_seconds": round(elapsed, 1),
@@ -33,7 +58,9 @@ def model_metadata(model: PixelEnhancer, cfg: Any, elapsed: float) -> dict[str, 
     }
 
 
-def save_trained(path: Path, model: PixelEnhancer, cfg: Any, elapsed: float) -> None:
-    meta = model_metadata(model, cfg, elapsed)
+def save_trained(path: Path, model: PixelEnhancer, cfg: Any, elapsed: float, window: int | None = None,
+                 overlap: int | None = None) -> None:
+    """Write ``model``'s weights with :func:`model_metadata` as a safetensors file at ``path``."""
+    meta = model_metadata(model, cfg, elapsed, window, overlap)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(tensors, str(path), metadata={"semlens_config": json.dumps(meta)})

