@@ -185,3 +185,28 @@ def test_train_command_rejects_a_window_that_emits_nothing(tmp_path) -> None:
                                       "--overlap", "2"])
     assert result.exit_code == 2 and "emits no frame" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_run_summary_keeps_what_a_card_needs(tmp_path) -> None:
+    import hashlib
+    import json
+    import subprocess
+    import sys
+
+    from semlens.train.card import summarize_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_config.json").write_text(json.dumps({"iterations": 30, "frames": 3}))
+    lines = [{"iteration": i, "loss": 1.0 / i, "smooth_loss": 2.0 / i, "elapsed": 0.5 * i} for i in range(1, 31)]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    summary = summarize_run(run, points=4)
+    assert summary["iterations"] == 30 and summary["wall_time_seconds"] == 15.0
+    assert summary["final_smooth_loss"] == 2.0 / 30 and summary["weights"] is None
+    assert [p[0] for p in summary["smooth_loss_curve"]] == [1, 11, 20, 30]
+    (run / "model.safetensors").write_bytes(b"weights")
+    out = tmp_path / "summary.json"
+    subprocess.run([sys.executable, "-m", "semlens.train.card", "--summary", str(run), str(out)], check=True)
+    written = json.loads(out.read_text())
+    assert written["weights"] == {"file": "model.safetensors", "bytes": 7,
+                                  "sha256": hashlib.sha256(b"weights").hexdigest()}

@@ -4,19 +4,55 @@
         [--ablation LABEL=EVAL_JSON ...]
     python -m semlens.train.card --ablations-only OUT_MD --ablation LABEL=EVAL_JSON ... \
         --ablation-command "..." [--ablation-title ...] [--ablation-note NOTE_MD]
+    python -m semlens.train.card --summary RUN_DIR OUT_JSON
 
 Every number in the card comes from the run's files (``train_config.json``, ``log.jsonl``) or from
-the evaluation JSON files given, so the card can be regenerated from the commands it names.
+the evaluation JSON files given, so the card can be regenerated from the commands it names. A run
+folder is not kept, so ``--summary`` writes what a card needs from it (configuration, iterations,
+wall time, losses, the sha256 of its weights) as a small JSON file to commit beside the run's
+evaluation JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_card"]
+__all__ = ["render_card", "summarize_run"]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def summarize_run(run_dir: Path, points: int = 10) -> dict[str, Any]:
+    """What a model card needs from a training run, without the run folder: its configuration, the
+    iterations done, wall time, the smoothed loss at ``points`` evenly spaced iterations and at the
+    end, and the file name, size and sha256 of its weights (``model.safetensors``, when written)."""
+    cfg = json.loads((run_dir / "train_config.json").read_text())
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    if not log:
+        raise ValueError(f"{run_dir / 'log.jsonl'} has no iterations")
+    picks = sorted({round(i * (len(log) - 1) / max(1, points - 1)) for i in range(points)})
+    out: dict[str, Any] = {
+        "train_config": cfg,
+        "iterations": log[-1]["iteration"],
+        "wall_time_seconds": round(log[-1]["elapsed"], 1),
+        "final_smooth_loss": log[-1]["smooth_loss"],
+        "smooth_loss_curve": [[log[i]["iteration"], log[i]["smooth_loss"]] for i in picks],
+        "weights": None,
+    }
+    weights = run_dir / "model.safetensors"
+    if weights.exists():
+        out["weights"] = {"file": weights.name, "bytes": weights.stat().st_size, "sha256": _sha256(weights)}
+    return out
 
 
 def _table(report: dict[str, Any]) -> list[str]:
@@ -109,7 +145,15 @@ def main() -> None:
     parser.add_argument("--ablation-note", type=Path, default=None, help="a Markdown paragraph to put under the table")
     parser.add_argument("--ablations-only", action="store_true",
                         help="rewrite only the ablation section of the existing card OUT")
+    parser.add_argument("--summary", action="store_true",
+                        help="write RUN_DIR's summary (config, wall time, losses, weights sha256) as JSON to OUT")
     args = parser.parse_args()
+    if args.summary:
+        if args.run_dir is None:
+            parser.error("--summary needs RUN_DIR and OUT_JSON")
+        out = args.eval_json if args.eval_json is not None else args.out
+        out.write_text(json.dumps(summarize_run(args.run_dir), indent=2) + "\n")
+        return
     ablations = {}
     for item in args.ablation:
         label, path = item.rsplit("=", 1)
