@@ -27,8 +27,8 @@ from semlens.windows import Window, WindowScheduler
 if TYPE_CHECKING:
     from semlens.io import PlanarLayout
 
-__all__ = ["StreamSettings", "WindowRunner", "enhance_stream", "planar_converter", "to_planar", "to_tensor",
-           "to_frames"]
+__all__ = ["StreamSettings", "WindowRunner", "ShotStart", "PlannedWindow", "window_plan", "enhance_stream",
+           "planar_converter", "to_planar", "to_tensor", "to_frames"]
 
 #: turns the enhancer's ``(T, 3, H, W)`` float output (and the input's integer maximum) into frames
 Converter = Callable[[Tensor, int], list[Any]]
@@ -217,26 +217,68 @@ class _Batcher:
                 yield from frames
 
 
+@dataclass(frozen=True)
+class ShotStart:
+    """The stream's shot starting at frame ``index`` (0 for the first shot, else a scene cut): the
+    windows of the shot before it are all planned, and the extractor restarts here."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class PlannedWindow:
+    """Window ``window`` of the shot whose first frame is stream frame ``shot_start`` (the window's
+    indices are relative to that frame), with the ``frames`` it reads."""
+
+    shot_start: int
+    window: Window
+    frames: list[np.ndarray]
+
+
+def window_plan(frames: Iterable[np.ndarray], window: int, overlap: int,
+                detect_cuts: bool = True) -> Iterator[ShotStart | PlannedWindow]:
+    """The single run's plan of a frame stream, as it unfolds: a :class:`ShotStart` for the first
+    shot (before any frame is read) and at every scene cut, and every window of every shot, in
+    order (a shot's windows come before the next shot's start). Frames are read one at a time; only
+    about one window of them is held. :func:`enhance_stream` upscales by this plan and
+    :func:`semlens.segments.scan_video` splits a video along it, so that segments join exactly."""
+    scheduler: WindowScheduler[np.ndarray] = WindowScheduler(window, overlap)
+    cuts = SceneCutDetector() if detect_cuts else None
+    shot_start = 0
+    yield ShotStart(0)
+    for index, frame in enumerate(frames):
+        if cuts is not None and cuts.update(frame) and scheduler.count:
+            for w, group in scheduler.finish():
+                yield PlannedWindow(shot_start, w, group)
+            scheduler = WindowScheduler(window, overlap)
+            shot_start = index
+            yield ShotStart(index)
+        for w, group in scheduler.push(frame):
+            yield PlannedWindow(shot_start, w, group)
+    for w, group in scheduler.finish():
+        yield PlannedWindow(shot_start, w, group)
+
+
+def _checked(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    first: np.ndarray | None = None
+    for frame in frames:
+        frame = _check_frame(frame, first)
+        first = frame if first is None else first
+        yield frame
+
+
 def enhance_stream(frames: Iterable[np.ndarray], model: PixelEnhancer, extractor: InstanceExtractor,
                    settings: StreamSettings, convert: Converter | None = None) -> Iterator[Any]:
     """Upscale a stream of ``(H, W, 3)`` uint8/uint16 RGB frames, yielding ``(sH, sW, 3)`` frames of the
     same dtype, one per input frame and in order (or what ``convert`` makes of the enhancer's output,
     e.g. :func:`planar_converter`'s YUV frames). Shots are split at scene cuts: no window spans a
-    cut and the extractor restarts at each one."""
+    cut and the extractor restarts at each one (:func:`window_plan`)."""
     run = WindowRunner(model, extractor, settings, convert)
     batcher = _Batcher(run, settings.batch_windows)
-    scheduler: WindowScheduler[np.ndarray] = WindowScheduler(settings.window, settings.overlap)
-    cuts = SceneCutDetector() if settings.detect_cuts else None
-    extractor.reset()
-    first: np.ndarray | None = None
-    for frame in frames:
-        frame = _check_frame(frame, first)
-        first = frame if first is None else first
-        if cuts is not None and cuts.update(frame) and scheduler.count:
-            yield from batcher.add(scheduler.finish())
-            yield from batcher.flush()  # the extractor restarts: its windows before the cut are done
-            scheduler = WindowScheduler(settings.window, settings.overlap)
+    for step in window_plan(_checked(frames), settings.window, settings.overlap, settings.detect_cuts):
+        if isinstance(step, ShotStart):
+            yield from batcher.flush()  # the extractor restarts: the windows before the cut are done
             extractor.reset()
-        yield from batcher.add(scheduler.push(frame))
-    yield from batcher.add(scheduler.finish())
+        else:
+            yield from batcher.add([(step.window, step.frames)])
     yield from batcher.flush()

@@ -278,9 +278,7 @@ def scan_video(src: str | os.PathLike[str], up: SemanticLensUpscaler, seconds: f
     """Decode ``src`` once, find its shots as the single run does, run ``up``'s extractor over
     every window, and plan segments of about ``seconds`` (see the module docstring)."""
     from semlens.io import VideoReader
-    from semlens.pipeline import to_tensor
-    from semlens.semantics.cuts import SceneCutDetector
-    from semlens.windows import WindowScheduler
+    from semlens.pipeline import ShotStart, to_tensor, window_plan
 
     settings = up.settings
     extractor = up.extractor
@@ -292,40 +290,35 @@ def scan_video(src: str | os.PathLike[str], up: SemanticLensUpscaler, seconds: f
     cuts: list[int] = []
     boundaries: list[int] = []
     states: list[bytes] = []
-    shot_start = 0
     reason = ""
 
-    def run(windows: list[tuple[Window, list[np.ndarray]]]) -> None:
-        for w, group in windows:
-            first = shot_start + w.start
+    def images() -> Iterator[np.ndarray]:
+        nonlocal reason
+        for frame in reader:
+            if max_frames is not None and len(pts) >= max_frames:
+                return
+            if frame.pts is None or (pts and frame.pts <= pts[-1]):
+                reason = "its frames have no increasing timestamps"
+                return
+            pts.append(frame.pts)
+            durations.append(frame.duration)
+            yield frame.image
+
+    with reader:
+        for step in window_plan(images(), settings.window, settings.overlap, settings.detect_cuts):
+            if reason:  # not split: the rest of the plan is not needed
+                break
+            if isinstance(step, ShotStart):
+                extractor.reset()
+                if step.index:
+                    cuts.append(step.index)
+                continue
+            first = step.shot_start + step.window.start
             if rule.starts_segment(pts[first] * tb):
                 boundaries.append(first)
                 states.append(extractor_state(extractor))
             with torch.inference_mode():
-                extractor(to_tensor(group, settings.device)[0])
-
-    detector = SceneCutDetector() if settings.detect_cuts else None
-    scheduler: WindowScheduler[np.ndarray] = WindowScheduler(settings.window, settings.overlap)
-    extractor.reset()
-    with reader:
-        for frame in reader:
-            if max_frames is not None and len(pts) >= max_frames:
-                break
-            if frame.pts is None or (pts and frame.pts <= pts[-1]):
-                reason = "its frames have no increasing timestamps"
-                break
-            index = len(pts)
-            pts.append(frame.pts)
-            durations.append(frame.duration)
-            if detector is not None and detector.update(frame.image) and scheduler.count:
-                run(scheduler.finish())
-                scheduler = WindowScheduler(settings.window, settings.overlap)
-                extractor.reset()
-                shot_start = index
-                cuts.append(index)
-            run(scheduler.push(frame.image))
-        if not reason:
-            run(scheduler.finish())
+                extractor(to_tensor(step.frames, settings.device)[0])
     warnings = list(reader.problems[:1]) if reader.truncated else []
     if not pts:
         raise InvalidInputError(f"no frame could be decoded from {str(src)!r}")

@@ -9,8 +9,9 @@ import torch
 from semlens.enhancer import EnhancerConfig, PixelEnhancer
 from semlens.errors import InvalidInputError
 from semlens.io import PlanarLayout
-from semlens.pipeline import to_frames, to_planar, to_tensor
+from semlens.pipeline import PlannedWindow, ShotStart, to_frames, to_planar, to_tensor, window_plan
 from semlens.upscaler import SemanticLensUpscaler
+from semlens.windows import plan_windows
 
 
 def upscaler(window: int = 5, overlap: int = 1, detect_cuts: bool = True) -> SemanticLensUpscaler:
@@ -55,6 +56,41 @@ def test_spliced_clip_equals_its_shots_processed_separately() -> None:
     # Without cut detection the windows mix the shots and the result differs.
     mixed = list(upscaler(detect_cuts=False).upscale_frames(a + b))
     assert not all(np.array_equal(x, y) for x, y in zip(mixed, separate, strict=True))
+
+
+def test_window_plan_is_every_shots_windows_in_order() -> None:
+    """The plan: a shot start before any frame and at each cut, then that shot's windows (those of
+    :func:`plan_windows`, reading the shot's own frames), a shot's windows before the next start;
+    frames are pulled one at a time, so only about one window is held."""
+    a, b, c = shot(2, 7, (40, 60, 80)), shot(3, 6, (220, 120, 30)), shot(6, 9, (30, 200, 60))
+    frames = a + b + c
+    pulled: list[int] = []
+
+    def stream():
+        for i, f in enumerate(frames):
+            pulled.append(i)
+            yield f
+
+    plan = window_plan(stream(), 5, 1)
+    assert next(plan) == ShotStart(0) and pulled == []
+    steps = [next(plan)]
+    assert isinstance(steps[0], PlannedWindow) and len(pulled) < 5 + 3 + 1
+    steps += list(plan)
+    starts = [s.index for s in steps if isinstance(s, ShotStart)]
+    assert starts == [7, 13]
+    expected: list[object] = []
+    for first, stop in ((0, 7), (7, 13), (13, 22)):
+        if first:
+            expected.append(("shot", first))
+        expected += [(first, w.number, [id(frames[first + i]) for i in w.indices])
+                     for w in plan_windows(stop - first, 5, 1)]
+    got = [("shot", s.index) if isinstance(s, ShotStart) else (s.shot_start, s.window.number, [id(f) for f in s.frames])
+           for s in steps]
+    assert got == expected
+    # Without cut detection: one shot.
+    flat = list(window_plan(frames, 5, 1, detect_cuts=False))
+    assert [s for s in flat if isinstance(s, ShotStart)] == [ShotStart(0)]
+    assert [s.window for s in flat if isinstance(s, PlannedWindow)] == plan_windows(22, 5, 1)
 
 
 def test_uint16_frames_stay_uint16() -> None:

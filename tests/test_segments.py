@@ -17,6 +17,7 @@ from conftest import assert_one_line_error, invoke_cli, partials_under
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from semlens import pipeline
 from semlens.io import probe
 from semlens.segments import (
     Shot,
@@ -159,6 +160,34 @@ def test_joined_segments_equal_the_single_run(tmp_path: Path, tiny_x2_path: Path
     c, _, _ = read_frames(control)
     inside = [s.start for s in segments if s.start not in (0, 13, 27)]
     assert not np.array_equal(c[inside[0]], a[inside[0]])
+
+
+def test_one_window_plan_drives_the_single_run_and_the_scan(tmp_path: Path, tiny_x2_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The single run and the scan follow the same plan (:func:`semlens.pipeline.window_plan`):
+    the same shot starts and windows, in the same order; the scan's shots and segment starts are
+    read from it."""
+    src = make_shots_clip(tmp_path / "shots.mp4", shots=(13, 14, 13), audio=False)
+    up = SemanticLensUpscaler.from_pretrained(tiny_x2_path, device="cpu")
+    runs: list[list[tuple[int, int]]] = []
+    real = pipeline.window_plan
+
+    def recorded(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        steps: list[tuple[int, int]] = []
+        runs.append(steps)
+        for step in real(*args, **kwargs):  # type: ignore[arg-type]
+            steps.append((step.index, -1) if isinstance(step, pipeline.ShotStart)
+                         else (step.shot_start, step.window.number))
+            yield step
+
+    monkeypatch.setattr(pipeline, "window_plan", recorded)
+    plan = scan_video(src, up, 0.3)
+    up.upscale_video(src, tmp_path / "single.mkv", codec="ffv1")
+    assert len(runs) == 2 and runs[0] == runs[1]
+    assert [first for first, number in runs[0] if number == -1] == [0, 13, 27] == [s.start for s in plan.shots]
+    window_firsts = {first + number * (up.settings.window - 2 * up.settings.overlap)
+                     for first, number in runs[0] if number >= 0}
+    assert len(plan.segments) >= 4 and {seg.start for seg in plan.segments} <= window_firsts
 
 
 def test_joined_h264_with_b_frames_keeps_timestamps(tmp_path: Path, tiny_x2_path: Path) -> None:
