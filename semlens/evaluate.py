@@ -1,8 +1,9 @@
-"""Evaluation: degrade high-resolution clips with BI, upscale, and score PSNR / SSIM on Y.
+"""Evaluation: degrade high-resolution clips with BI, upscale, and score PSNR / SSIM / tPSNR on Y.
 
 Every clip is read as HR, cropped to a multiple of the scale, degraded with the standard bicubic
 ("BI") kernel to 8-bit LR frames, and upscaled by the model and by the bicubic and Lanczos
-baselines; scores are computed on BT.601 luma with ``scale`` pixels cropped at each border.
+baselines; scores are computed on BT.601 luma with ``scale`` pixels cropped at each border. tPSNR
+is the PSNR of the frame-to-frame differences against those of the ground truth (flicker).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from semlens.errors import InputNotFoundError, NothingToDoError
-from semlens.metrics import psnr_y, ssim_y
+from semlens.metrics import psnr_y, ssim_y, temporal_sq_error_y, tpsnr_from_errors
 from semlens.train.degrade import bicubic_degrade
 
 __all__ = ["Upscale", "ClipScore", "bicubic_frames", "lanczos_frames", "evaluate_clip", "evaluate", "find_clips"]
@@ -52,12 +53,13 @@ def lanczos_frames(scale: int) -> Upscale:
 
 @dataclass
 class ClipScore:
-    """Mean PSNR / SSIM (Y) over the frames of one clip, per method."""
+    """Mean PSNR / SSIM (Y) over the frames of one clip, and tPSNR over its frame pairs, per method."""
 
     clip: str
     frames: int
     psnr: dict[str, float] = field(default_factory=dict)
     ssim: dict[str, float] = field(default_factory=dict)
+    tpsnr: dict[str, float | None] = field(default_factory=dict)  # None: fewer than 2 frames
 
 
 def _degraded(hr_frames: Iterable[np.ndarray], scale: int, keep: deque[np.ndarray]) -> Iterator[np.ndarray]:
@@ -77,16 +79,21 @@ def evaluate_clip(name: str, hr_frames: Callable[[], Iterable[np.ndarray]], scal
     score = ClipScore(clip=name, frames=0)
     for method, upscale in methods.items():
         keep: deque[np.ndarray] = deque()
-        psnrs, ssims = [], []
+        psnrs, ssims, changes = [], [], []
+        previous: tuple[torch.Tensor, torch.Tensor] | None = None
         for sr in upscale(_degraded(hr_frames(), scale, keep)):
             hr = keep.popleft()
             a = torch.from_numpy(np.array(sr, copy=True)).permute(2, 0, 1).float() / 255
             b = torch.from_numpy(np.array(hr, copy=True)).permute(2, 0, 1).float() / 255
             psnrs.append(psnr_y(a, b, crop=scale))
             ssims.append(ssim_y(a, b, crop=scale))
+            if previous is not None:
+                changes.append(temporal_sq_error_y(previous[0], a, previous[1], b, crop=scale))
+            previous = (a, b)
         score.frames = len(psnrs)
         score.psnr[method] = float(np.mean(psnrs))
         score.ssim[method] = float(np.mean(ssims))
+        score.tpsnr[method] = tpsnr_from_errors(changes) if changes else None
     return score
 
 
@@ -123,9 +130,15 @@ def _reader(path: Path, max_frames: int | None) -> Callable[[], Iterator[np.ndar
     return frames
 
 
+def _mean_finite(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(kept)) if kept else None
+
+
 def evaluate(paths: list[Path], scale: int, methods: dict[str, Upscale], max_frames: int | None = None,
              on_clip: Callable[[ClipScore], None] | None = None) -> dict:
-    """Evaluate ``methods`` on every clip; returns ``{"scale", "clips": [...], "mean": {...}}``."""
+    """Evaluate ``methods`` on every clip; returns ``{"scale", "clips": [...], "mean": {...}}`` (PSNR,
+    SSIM and tPSNR per method; tPSNR's mean skips single-frame clips)."""
     clips = []
     for path in paths:
         score = evaluate_clip(path.name, _reader(path, max_frames), scale, methods)
@@ -135,5 +148,6 @@ def evaluate(paths: list[Path], scale: int, methods: dict[str, Upscale], max_fra
     mean = {
         "psnr": {m: float(np.mean([c.psnr[m] for c in clips])) for m in methods},
         "ssim": {m: float(np.mean([c.ssim[m] for c in clips])) for m in methods},
+        "tpsnr": {m: _mean_finite([c.tpsnr[m] for c in clips]) for m in methods},
     }
     return {"scale": scale, "clips": [asdict(c) for c in clips], "mean": mean}

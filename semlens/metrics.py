@@ -1,16 +1,19 @@
 """Image quality metrics as reported in the super-resolution literature.
 
 PSNR and SSIM on the luma (Y) channel of BT.601 YCbCr, computed on the 8-bit scale ([16, 235] Y),
-with ``crop`` pixels removed at every border.
+with ``crop`` pixels removed at every border; tPSNR (the PSNR of frame-to-frame differences against
+those of the ground truth) for temporal consistency.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["rgb_to_y", "psnr_y", "ssim_y"]
+__all__ = ["rgb_to_y", "psnr_y", "ssim_y", "temporal_sq_error_y", "tpsnr_from_errors"]
 
 
 def rgb_to_y(rgb: Tensor) -> Tensor:
@@ -30,6 +33,25 @@ def psnr_y(pred: Tensor, target: Tensor, crop: int = 0) -> float:
     mse = ((a - b) ** 2).flatten(-2).mean(-1).flatten()
     psnr = 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
     return float(psnr.mean())
+
+
+def temporal_sq_error_y(pred_prev: Tensor, pred: Tensor, target_prev: Tensor, target: Tensor, crop: int = 0) -> float:
+    """Mean squared error on Y (0-255 scale) between the frame-to-frame change of the prediction
+    (``pred - pred_prev``) and that of the ground truth; ``(3, H, W)`` float RGB in [0, 1]."""
+    def y(x: Tensor) -> Tensor:
+        return _crop(rgb_to_y(x.double().clamp(0, 1)), crop)
+
+    return float((((y(pred) - y(pred_prev)) - (y(target) - y(target_prev))) ** 2).mean())
+
+
+def tpsnr_from_errors(errors: list[float]) -> float:
+    """tPSNR in dB from the per-pair errors of :func:`temporal_sq_error_y` (their mean MSE); ``nan``
+    for fewer than two frames. Higher means the output changes between frames as the truth does
+    (less flicker)."""
+    if not errors:
+        return float("nan")
+    mse = max(sum(errors) / len(errors), 1e-10)
+    return float(10 * math.log10(255.0**2 / mse))
 
 
 def _gaussian(size: int = 11, sigma: float = 1.5) -> Tensor:

@@ -131,6 +131,26 @@ def test_eval_with_bicubic_as_the_model_reports_bicubic_psnr() -> None:
     assert score.psnr["bicubic"] == pytest.approx(float(np.mean(ref)), abs=1e-6)
 
 
+def test_tpsnr_measures_frame_to_frame_change_against_the_truth() -> None:
+    from semlens.metrics import temporal_sq_error_y, tpsnr_from_errors
+
+    rng = np.random.default_rng(1)
+    frames = [np.clip(rng.normal(128, 30, (24, 24, 3)), 0, 255).astype(np.uint8) for _ in range(4)]
+
+    # A constant offset on every frame changes no difference: tPSNR is perfect though PSNR is not.
+    score = evaluate_clip("c", lambda: iter(frames), 2, {"bicubic": bicubic_frames(2)})
+    a, b = torch.full((3, 8, 8), 0.5), torch.full((3, 8, 8), 0.25)
+    assert temporal_sq_error_y(a, a + 0.1, b, b + 0.1) == pytest.approx(0.0, abs=1e-9)
+    # A flicker of one level of Y in every other frame: MSE 1 on the Y scale per pair -> 48.13 dB.
+    step = 1 / 255 / (0.299 * 219 / 255 + 0.587 * 219 / 255 + 0.114 * 219 / 255)
+    err = temporal_sq_error_y(a, a + step, b, b)
+    assert err == pytest.approx(1.0, rel=1e-3)
+    assert tpsnr_from_errors([err, err]) == pytest.approx(10 * np.log10(255**2), rel=1e-3)
+    assert score.tpsnr["bicubic"] is not None and np.isfinite(score.tpsnr["bicubic"])
+    single = evaluate_clip("one", lambda: iter(frames[:1]), 2, {"bicubic": bicubic_frames(2)})
+    assert single.tpsnr["bicubic"] is None
+
+
 def test_card_ablation_section_is_replaced_not_duplicated() -> None:
     from semlens.train.card import render_ablations, replace_ablations
 

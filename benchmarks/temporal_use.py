@@ -1,0 +1,163 @@
+"""Does a model use its window and its instances? The same weights, scored several ways on held-out clips.
+
+    python -m semlens.train.valset runs/valset
+    python benchmarks/temporal_use.py runs/valset --scale 4 [--model NAME|PATH] [--max-frames 24]
+        [--out benchmarks/results/temporal_use-x4.json]
+
+Every variant runs the *same* model on the same BI-degraded frames (``semlens.evaluate``), scored as
+PSNR-Y / SSIM-Y and tPSNR-Y (PSNR of frame-to-frame differences against those of the ground truth,
+a flicker measure):
+
+- ``window``: the model as shipped (its window and overlap, its extractor);
+- ``single frame``: window 1, overlap 0: every frame alone (what the window adds);
+- ``centre copies``: every frame restored from a window made of copies of itself (the same
+  computation as ``window`` with the neighbours' information removed);
+- ``one instance``: the extractor's masks replaced by one instance covering the frame (its token
+  the area-weighted mean of the instance tokens): what separating instances adds;
+- ``shuffled masks``: each frame's instance ids permuted at random (seeded), so masks point at the
+  wrong tokens and tracks break between frames: what *correct* instances add.
+
+Gains are reported against ``window`` (negative = the variant is worse, i.e. the part pays).
+Models trained without an extractor (``none``) skip the two mask variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _common import machine, write_json
+from torch import Tensor
+
+from semlens.evaluate import bicubic_frames, evaluate, find_clips
+from semlens.semantics import build_extractor
+from semlens.semantics.types import InstanceExtractor, Semantics
+from semlens.upscaler import SemanticLensUpscaler
+
+
+class _MaskEdit:
+    """Wraps an extractor and rewrites the masks it returns (``mode``: ``one`` or ``shuffle``)."""
+
+    def __init__(self, base: InstanceExtractor, mode: str, seed: int = 0) -> None:
+        self.base, self.mode = base, mode
+        self.name, self.instance_dim, self.global_dim = base.name, base.instance_dim, base.global_dim
+        self.max_instances = base.max_instances
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def reset(self) -> None:
+        self.base.reset()
+
+    def __call__(self, frames: Tensor) -> Semantics | None:
+        sem = self.base(frames)
+        if sem is None:
+            return None
+        return one_instance(sem) if self.mode == "one" else shuffled(sem, self.generator)
+
+
+def one_instance(sem: Semantics) -> Semantics:
+    """Every pixel in instance 1; its token per frame the area-weighted mean of the frame's tokens."""
+    b, t, h, w = sem.masks.shape
+    n = sem.num_instances
+    area = torch.stack([(sem.masks == k + 1).sum((-2, -1)) for k in range(n)], dim=-1).float()  # (B, T, N)
+    weight = area / area.sum(-1, keepdim=True).clamp_min(1)
+    token = (sem.instance_tokens * weight.unsqueeze(-1)).sum(2, keepdim=True)
+    return Semantics(masks=torch.ones_like(sem.masks), instance_tokens=token, global_tokens=sem.global_tokens,
+                     valid=torch.ones(b, t, 1, dtype=torch.bool, device=sem.valid.device),
+                     track_ids=sem.track_ids[:, :1].clamp_min(0))
+
+
+def shuffled(sem: Semantics, generator: torch.Generator) -> Semantics:
+    """Each frame's instance ids 1..N permuted at random (background kept)."""
+    n = sem.num_instances
+    masks = sem.masks.clone()
+    for i in range(masks.shape[0]):
+        for j in range(masks.shape[1]):
+            table = torch.cat([torch.zeros(1, dtype=torch.long), torch.randperm(n, generator=generator) + 1])
+            masks[i, j] = table.to(masks.device)[sem.masks[i, j].clamp(0, n)]
+    return Semantics(masks=masks, instance_tokens=sem.instance_tokens, global_tokens=sem.global_tokens,
+                     valid=sem.valid, track_ids=sem.track_ids)
+
+
+def centre_copies(up: SemanticLensUpscaler, window: int) -> Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]:
+    """Each frame restored from a window of ``window`` copies of itself (the model called directly)."""
+
+    def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        model, device = up.model, up.device
+        for frame in frames:
+            x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div(255)
+            x = x.to(device)[None, None].expand(1, window, -1, -1, -1).contiguous()
+            up.extractor.reset()
+            with torch.inference_mode():
+                sem = up.extractor(x)
+                y = model(x, sem)[0, window // 2]
+            yield (y.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    return run
+
+
+def variants(model: str | None, scale: int) -> dict[str, Any]:
+    ref = SemanticLensUpscaler.from_pretrained(model, scale=None if model else scale, device="cpu", dtype="fp32")
+    net, ext, window, overlap = ref.model, ref.extractor.name, ref.settings.window, ref.settings.overlap
+
+    def build(extractor: Any, **kw: Any) -> SemanticLensUpscaler:
+        return SemanticLensUpscaler(net, extractor, device="cpu", dtype="fp32", name=ref.name,
+                                    **{"window": window, "overlap": overlap, **kw})
+
+    out: dict[str, Any] = {
+        "bicubic": bicubic_frames(ref.scale),
+        "window": ref.upscale_frames,
+        "single frame": build(ext, window=1, overlap=0).upscale_frames,
+        "centre copies": centre_copies(build(ext), window),
+    }
+    if ext != "none":
+        out["one instance"] = build(_MaskEdit(build_extractor(ext), "one")).upscale_frames
+        out["shuffled masks"] = build(_MaskEdit(build_extractor(ext), "shuffle")).upscale_frames
+    return {"name": ref.name, "scale": ref.scale, "window": window, "overlap": overlap, "extractor": ext,
+            "methods": out}
+
+
+def measure(paths: list[Path], model: str | None, scale: int, max_frames: int | None) -> dict[str, Any]:
+    v = variants(model, scale)
+    report: dict[str, Any] = {"model": v["name"], "scale": v["scale"], "window": v["window"],
+                              "overlap": v["overlap"], "extractor": v["extractor"], "clips": []}
+    methods = v["methods"]
+    scored = evaluate(paths, v["scale"], methods, max_frames=max_frames,
+                      on_clip=lambda c: print(f"{c.clip}: " + ", ".join(f"{m} {c.psnr[m]:.3f}" for m in methods),
+                                              file=sys.stderr))
+    report["clips"], report["mean"] = scored["clips"], scored["mean"]
+    names = list(methods)
+    report["gain_vs_window_db"] = {m: report["mean"]["psnr"][m] - report["mean"]["psnr"]["window"] for m in names}
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("clips", type=Path, help="a clip or a folder of clips (e.g. the held-out set)")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--model", default=None, help="model name, file or repo (default: the shipped one of --scale)")
+    parser.add_argument("--max-frames", type=int, default=24, help="frames per clip (default: 24)")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = measure(find_clips(args.clips), args.model, args.scale, args.max_frames)
+    print(f"\n{report['model']} x{report['scale']}, window {report['window']}/{report['overlap']}, "
+          f"extractor {report['extractor']}: mean over {len(report['clips'])} clip(s)\n")
+    print("| variant | PSNR-Y | vs window | SSIM-Y | tPSNR-Y |\n|---|---|---|---|---|")
+    for m, value in report["mean"]["psnr"].items():
+        t = report["mean"]["tpsnr"][m]
+        print(f"| {m} | {value:.2f} | {report['gain_vs_window_db'][m]:+.2f} | {report['mean']['ssim'][m]:.4f} | "
+              f"{'-' if t is None else f'{t:.2f}'} |")
+    write_json(args.out, {"benchmark": "temporal_use", "machine": machine(), "settings": {**vars(args),
+                          "clips": str(args.clips)}, **report})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

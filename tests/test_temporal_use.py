@@ -1,0 +1,45 @@
+"""The temporal-use benchmark: every variant runs the same weights and is scored."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from clips import make_clip
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+temporal_use = pytest.importorskip("temporal_use")
+
+
+def test_variants_run_on_a_tiny_clip_and_are_scored(tmp_path) -> None:
+    clip = make_clip(tmp_path / "c.mp4", frames=4, size=(48, 32))
+    report = temporal_use.measure([clip], None, 4, max_frames=4)
+    names = {"bicubic", "window", "single frame", "centre copies", "one instance", "shuffled masks"}
+    assert set(report["mean"]["psnr"]) == names and report["model"] == "semlens-tiny-x4"
+    assert report["clips"][0]["frames"] == 4 and report["gain_vs_window_db"]["window"] == 0.0
+    assert all(report["mean"]["tpsnr"][m] is not None for m in names)
+    # Each variant really changes what the network sees: no two model variants score the same.
+    scores = [report["mean"]["psnr"][m] for m in names - {"bicubic"}]
+    assert len(set(scores)) == len(scores)
+
+
+def test_mask_edits_keep_the_layouts_and_change_what_they_say() -> None:
+    from semlens.semantics.types import Semantics
+
+    masks = torch.tensor([[[[0, 1], [2, 2]], [[1, 1], [2, 0]]]])  # (B=1, T=2, 2, 2)
+    tokens = torch.arange(2 * 2 * 3, dtype=torch.float32).reshape(1, 2, 2, 3)
+    sem = Semantics(masks=masks, instance_tokens=tokens, global_tokens=torch.zeros(1, 2, 4),
+                    valid=torch.ones(1, 2, 2, dtype=torch.bool), track_ids=torch.tensor([[5, 6]]))
+    one = temporal_use.one_instance(sem)
+    assert torch.equal(one.masks, torch.ones_like(masks)) and one.num_instances == 1
+    # Frame 0: instance 1 has 1 pixel, instance 2 has 2 -> weights 1/3, 2/3.
+    assert torch.allclose(one.instance_tokens[0, 0, 0], tokens[0, 0, 0] / 3 + tokens[0, 0, 1] * 2 / 3)
+    shuffled = temporal_use.shuffled(sem, torch.Generator().manual_seed(3))
+    assert torch.equal(shuffled.masks == 0, masks == 0)  # background kept
+    for t in range(2):  # each frame's ids permuted: every old id maps to one new id, distinct ones apart
+        new = {k: shuffled.masks[0, t][masks[0, t] == k].unique().tolist() for k in (1, 2)}
+        present = [k for k in (1, 2) if new[k]]
+        assert all(len(new[k]) == 1 and new[k][0] in (1, 2) for k in present)
+        assert len({new[k][0] for k in present}) == len(present)
