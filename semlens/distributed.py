@@ -36,11 +36,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from semlens.errors import ExtraNotInstalledError, SemlensError
+from semlens.executors import register_executor
 
 if TYPE_CHECKING:
     from semlens.upscaler import SemanticLensUpscaler, UpscaleResult
 
-__all__ = ["RayOptions", "import_ray", "run_on_ray", "upscale_video_on_ray"]
+__all__ = ["RayOptions", "RayExecutor", "import_ray", "run_on_ray", "upscale_video_on_ray"]
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -66,7 +67,10 @@ class RayOptions:
     each task (``num_gpus=None``: 1 when the cluster has GPUs and ``device`` is not ``cpu``, else
     0). ``threads``: torch threads per task (0: the task's CPUs). ``max_retries``: runs again of a
     task whose worker died. ``segment_seconds``: split each video into segments of at least this
-    many seconds (``None``: one task per video).
+    many seconds (``None``: one task per video). ``compile``: ``torch.compile`` the network on each
+    worker (``None``: when the driver's network is compiled). ``batch_windows``: windows per network
+    batch on each worker, ``0`` resolved on the worker's device (4 on a GPU, 1 on a CPU); ``None``:
+    what the driver's upscaler was given (automatic unless it was given a number).
     """
 
     address: str | None = None
@@ -78,6 +82,8 @@ class RayOptions:
     max_retries: int = 3
     segment_seconds: float | None = None
     poll_seconds: float = 0.5
+    compile: bool | None = None
+    batch_windows: int | None = None
 
 
 # -- what the workers run ---------------------------------------------------------------------
@@ -95,17 +101,25 @@ class _Payload:
     device: str
     dtype: str
     threads: int
+    compile: bool = False
+    batch_windows: int = 0
 
 
 _BUILT: dict[str, SemanticLensUpscaler] = {}
 
 
 def _payload(up: SemanticLensUpscaler, options: RayOptions) -> _Payload:
-    """The driver's model (weights on the CPU), extractor (reset, networks on the CPU) and
-    streaming settings."""
+    """The driver's model (weights on the CPU), extractor (reset, networks on the CPU), streaming
+    settings, and what each worker resolves on its own device."""
     import torch
 
     net = getattr(up.model, "_orig_mod", up.model)  # torch.compile wraps the module
+    compile_ = options.compile if options.compile is not None else net is not up.model
+    batch = options.batch_windows
+    if batch is None:
+        batch = getattr(up, "batch_windows_asked", up.settings.batch_windows)
+    if batch < 0:
+        raise ValueError(f"batch_windows must be >= 0 (0 = automatic), got {batch}")
     state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
     extractor = copy.copy(up.extractor)
     for key, value in vars(up.extractor).items():
@@ -113,16 +127,33 @@ def _payload(up: SemanticLensUpscaler, options: RayOptions) -> _Payload:
             setattr(extractor, key, copy.deepcopy(value).to("cpu"))
     extractor.reset()
     return _Payload(config=net.config, state=state, extractor=extractor, settings=up.settings, name=up.name,
-                    device=options.device, dtype=options.dtype, threads=options.threads)
+                    device=options.device, dtype=options.dtype, threads=options.threads, compile=compile_,
+                    batch_windows=batch)
+
+
+def _build_upscaler(payload: _Payload, device: str) -> SemanticLensUpscaler:
+    """The upscaler ``payload`` describes, on ``device``: compiled and with its windows per batch
+    resolved for that device, with the driver's window, tiling and cut settings."""
+    import torch
+
+    from semlens.enhancer import PixelEnhancer
+    from semlens.upscaler import SemanticLensUpscaler
+
+    model = PixelEnhancer(payload.config)
+    model.load_state_dict(payload.state, strict=True)
+    net: Any = torch.compile(model) if payload.compile else model
+    s = payload.settings
+    up = SemanticLensUpscaler(net, payload.extractor, device=device, dtype=payload.dtype, window=s.window,
+                              overlap=s.overlap, tile=s.tile, detect_cuts=s.detect_cuts, name=payload.name,
+                              batch_windows=payload.batch_windows, tile_overlap=s.tile_overlap)
+    up.settings = replace(s, device=up.device, dtype=up.dtype, batch_windows=up.settings.batch_windows)
+    return up
 
 
 def _worker_upscaler(box: list[Any]) -> SemanticLensUpscaler:
     """The upscaler of this worker process for the payload in ``box`` (built once per process)."""
     import ray
     import torch
-
-    from semlens.enhancer import PixelEnhancer
-    from semlens.upscaler import SemanticLensUpscaler
 
     ref = box[0]
     key = ref.hex()
@@ -133,12 +164,7 @@ def _worker_upscaler(box: list[Any]) -> SemanticLensUpscaler:
         device = payload.device
         if device == "auto":
             device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-        model = PixelEnhancer(payload.config)
-        model.load_state_dict(payload.state, strict=True)
-        s = payload.settings
-        up = SemanticLensUpscaler(model, payload.extractor, device=device, dtype=payload.dtype, window=s.window,
-                                  overlap=s.overlap, tile=s.tile, detect_cuts=s.detect_cuts, name=payload.name)
-        up.settings = replace(s, device=up.device, dtype=up.dtype)
+        up = _build_upscaler(payload, device)
         _BUILT.clear()
         _BUILT[key] = up
     return _BUILT[key]
@@ -486,3 +512,22 @@ def upscale_video_on_ray(up: SemanticLensUpscaler, src: str | os.PathLike[str], 
 
         warnings.warn(text, stacklevel=2)
     return result
+
+
+class RayExecutor:
+    """Runs a folder on Ray (:func:`run_on_ray`) with ``options``: the executor object that
+    :meth:`~semlens.upscaler.SemanticLensUpscaler.upscale_folder` takes (``executor=RayExecutor(...)``,
+    or ``executor="ray", ray_options=...``)."""
+
+    def __init__(self, options: RayOptions | None = None) -> None:
+        self.options = options
+
+    def run(self, up: Any, pairs: Sequence[tuple[Path, Path]], *, overwrite: bool = False,
+            skip_existing: bool = False, on_start: Callable[[Path, Path], None] | None = None,
+            on_result: Callable[[Any], None] | None = None, progress: Progress | None = None,
+            **video_options: Any) -> list[UpscaleResult]:
+        return run_on_ray(up, pairs, options=self.options, overwrite=overwrite, skip_existing=skip_existing,
+                          on_start=on_start, on_result=on_result, progress=progress, **video_options)
+
+
+register_executor("ray", RayExecutor)

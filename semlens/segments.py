@@ -370,7 +370,7 @@ def upscale_segment(src: str | os.PathLike[str], part: str | os.PathLike[str], j
     """Upscale the frames of ``job``'s segment of ``src`` into the MP4 file ``part`` (written
     atomically) and return the number of frames written."""
     from semlens.io import VideoWriter, atomic_output, probe
-    from semlens.pipeline import WindowRunner, planar_converter
+    from semlens.pipeline import WindowRunner, _Batcher, planar_converter
 
     src = Path(src)
     seg = job.segment
@@ -381,31 +381,38 @@ def upscale_segment(src: str | os.PathLike[str], part: str | os.PathLike[str], j
     # The lowest frame any remaining window reads: frames below it are dropped from the buffer.
     keep_from = [min(s for s, _ in spans[k:]) for k in range(len(spans))]
     frames = _segment_frames(src, job)
-    buffer: dict[int, np.ndarray] = {}
-    loaded = seg.read_start
     written = 0
     s = up.scale
+
+    def upscaled(batcher: _Batcher) -> Iterator[Any]:
+        """The segment's output frames in order; windows go through the network ``batch_windows``
+        at a time, as in the single run."""
+        buffer: dict[int, np.ndarray] = {}
+        loaded = seg.read_start
+        for k, ((shot, w), (_, end)) in enumerate(zip(windows, spans, strict=True)):
+            while loaded < end:
+                buffer[loaded] = next(frames)
+                loaded += 1
+            for i in [i for i in buffer if i < keep_from[k]]:
+                del buffer[i]
+            if w.number == 0:  # a shot starts: its extractor state must not see the last shot's windows
+                yield from batcher.flush()
+                extractor.reset()
+            yield from batcher.add([(w, [buffer[shot.start + i] for i in w.indices])])
+        yield from batcher.flush()
+
     with atomic_output(part, overwrite=True) as tmp:
         with VideoWriter(tmp, width=info.width * s, height=info.height * s, source=info, codec=codec, crf=crf,
                          preset=preset, pix_fmt=pix_fmt, copy_audio=False, copy_subtitles=False,
                          copy_metadata=False, faststart=False) as writer:
             run = WindowRunner(up.model, extractor, up.settings, planar_converter(writer.planar_layout))
-            for k, ((shot, w), (_, end)) in enumerate(zip(windows, spans, strict=True)):
-                while loaded < end:
-                    buffer[loaded] = next(frames)
-                    loaded += 1
-                for i in [i for i in buffer if i < keep_from[k]]:
-                    del buffer[i]
-                if w.number == 0:
-                    extractor.reset()
-                for j, image in enumerate(run(w, [buffer[shot.start + i] for i in w.indices])):
-                    index = shot.start + w.start + j
-                    last = index == seg.stop - 1
-                    writer.write(image, job.pts[index - seg.read_start],
-                                 duration=job.last_duration if last else None)
-                    written += 1
-                    if progress is not None:
-                        progress(written)
+            for image in upscaled(_Batcher(run, up.settings.batch_windows)):
+                index = seg.start + written
+                last = index == seg.stop - 1
+                writer.write(image, job.pts[index - seg.read_start], duration=job.last_duration if last else None)
+                written += 1
+                if progress is not None:
+                    progress(written)
             for _ in frames:  # finish the reader (closes the file)
                 pass
     if written != seg.stop - seg.start:

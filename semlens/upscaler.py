@@ -26,6 +26,7 @@ from semlens.errors import (
     OutputError,
     SemlensError,
 )
+from semlens.executors import FolderExecutor, get_executor
 from semlens.pipeline import StreamSettings, enhance_stream, planar_converter
 from semlens.runtime import tune_allocator
 from semlens.scan import find_videos
@@ -254,6 +255,7 @@ class SemanticLensUpscaler:
         self.name = name or "custom"
         if batch_windows < 0:
             raise ValueError(f"batch_windows must be >= 0 (0 = automatic), got {batch_windows}")
+        self.batch_windows_asked = batch_windows  # 0: automatic, resolved again where the work runs
         if batch_windows == 0:  # a CPU gains nothing from batching windows; a GPU is fuller with a few
             batch_windows = 4 if self.device.type == "cuda" else 1
         if tile_overlap is None:
@@ -399,8 +401,8 @@ class SemanticLensUpscaler:
                        skip_existing: bool = False, overwrite: bool = False, raise_on_failure: bool = False,
                        on_start: Callable[[Path, Path], None] | None = None,
                        on_result: Callable[[UpscaleResult], None] | None = None,
-                       progress: Progress | None = None, executor: str = "local", ray_options: Any = None,
-                       **video_options: Any) -> list[UpscaleResult]:
+                       progress: Progress | None = None, executor: str | FolderExecutor = "local",
+                       ray_options: Any = None, **video_options: Any) -> list[UpscaleResult]:
         """Upscale every video under ``src`` (recursively) into ``dst`` with the same relative paths.
 
         A file that fails does not stop the others: its result has ``status == "failed"`` and the
@@ -408,13 +410,20 @@ class SemanticLensUpscaler:
         count, upscaled size). Raises :class:`NothingToDoError` when ``src`` holds no videos, and
         :class:`BatchError` at the end if ``raise_on_failure`` and some file failed.
 
-        ``executor="ray"`` runs one Ray task per video (or per segment) on a cluster, configured by
-        ``ray_options`` (a :class:`semlens.distributed.RayOptions`; needs ``semlens[distributed]``);
-        the results are the same as with ``"local"``, and ``progress`` then counts the frames of
-        all videos together.
+        ``executor`` runs the videos elsewhere: an executor object (:mod:`semlens.executors`), e.g.
+        ``semlens.distributed.RayExecutor(RayOptions(...))`` for one Ray task per video (or per
+        segment) on a cluster (needs ``semlens[distributed]``), or the name of a registered one:
+        ``executor="ray"`` is ``RayExecutor(ray_options)``. The results are the same as with
+        ``"local"``, and ``progress`` then counts the frames of all videos together.
         """
-        if executor not in ("local", "ray"):
-            raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
+        remote = None
+        if isinstance(executor, str):
+            if executor != "local":
+                remote = get_executor(executor, ray_options)
+        elif isinstance(executor, FolderExecutor):
+            remote = executor
+        else:
+            raise TypeError(f"executor must be a name or an object with a run() method, got {type(executor).__name__}")
         from semlens.io import remove_stale_partials
 
         src, dst = Path(src), Path(dst)
@@ -427,15 +436,13 @@ class SemanticLensUpscaler:
             raise NothingToDoError(f"no videos found in {str(src)!r} (looked for common video extensions, recursively)")
         src_real = src.resolve()
         dst_real = dst.resolve()
-        if executor == "ray":
+        if remote is not None:
             if dst_real == src_real:
                 raise OutputError("the output folder is the input folder; choose another output folder")
-            from semlens.distributed import run_on_ray
-
             pairs = [(video, output_path_for(video.relative_to(src), dst)) for video in videos]
-            videos = []  # done on Ray: nothing left for the local loop below
-            results = run_on_ray(self, pairs, options=ray_options, overwrite=overwrite, skip_existing=skip_existing,
-                                 on_start=on_start, on_result=on_result, progress=progress, **video_options)
+            videos = []  # done by the executor: nothing left for the local loop below
+            results = remote.run(self, pairs, overwrite=overwrite, skip_existing=skip_existing, on_start=on_start,
+                                 on_result=on_result, progress=progress, **video_options)
         else:
             results = []
         for video in videos:

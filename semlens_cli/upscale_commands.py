@@ -103,11 +103,13 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
         check_output_path(output_path, source=input_path, overwrite=overwrite,
                           is_dir=output_path.suffix.lower() not in VIDEO_EXTENSIONS)
     ray_options: Any = None
-    if use_ray:  # the driver only loads the weights; each worker resolves --device and --dtype
+    if use_ray:  # the driver only loads the weights; each worker resolves --device, --dtype, --compile
+        # and --batch-windows on its own device
         from semlens.distributed import RayOptions
 
         ray_options = RayOptions(address=ray_address, device=device, dtype=dtype, num_cpus=cpus_per_task,
-                                 num_gpus=gpus_per_task, threads=threads, segment_seconds=segment_seconds)
+                                 num_gpus=gpus_per_task, threads=threads, segment_seconds=segment_seconds,
+                                 compile=compile_, batch_windows=batch_windows)
         up = _build_upscaler(model, int(scale) if scale else None, "cpu", "fp32", extractor, window, tile, 0,
                              tile_overlap=tile_overlap)
     else:
@@ -143,9 +145,11 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
         return
     with progress, interrupt:
         if use_ray:  # one progress line for all the videos, which run at the same time
+            from semlens.distributed import RayExecutor
+
             progress.start_file(f"{len(find_videos(input_path))} videos on Ray")
             results = up.upscale_folder(input_path, output_path, skip_existing=skip_existing, overwrite=overwrite,
-                                        progress=on_frame, executor="ray", ray_options=ray_options, **options)
+                                        progress=on_frame, executor=RayExecutor(ray_options), **options)
             progress.finish_file()
         else:
             results = up.upscale_folder(

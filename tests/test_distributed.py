@@ -15,15 +15,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from clips import make_clip, make_shots_clip, packet_dump, read_frames
 from conftest import TINY_OVERLAP, TINY_WINDOW, invoke_cli, partials_under
 
 from semlens.semantics.lite import LiteExtractor
-from semlens.upscaler import SemanticLensUpscaler
+from semlens.upscaler import SemanticLensUpscaler, UpscaleResult
 
 ray = pytest.importorskip("ray")
 
-from semlens.distributed import RayOptions  # noqa: E402
+import semlens.distributed as distributed  # noqa: E402
+from semlens.distributed import RayOptions, _build_upscaler, _payload  # noqa: E402
 from semlens.segments import scan_video  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -143,3 +145,52 @@ def test_killed_task_is_retried_and_output_complete(tmp_path: Path, tiny_x2_path
     assert crashed != survived  # a second worker process finished the task
     assert_same_video(local[0].output, remote[0].output)
     assert partials_under(tmp_path) == []
+
+
+def _describe_worker(box: list[Any]) -> tuple[int, bool, str]:
+    """What the upscaler a Ray worker builds from ``box`` batches, compiles and runs on."""
+    from semlens.distributed import _worker_upscaler
+
+    up = _worker_upscaler(box)
+    return up.settings.batch_windows, hasattr(up.model, "_orig_mod"), up.device.type
+
+
+def test_workers_resolve_batch_windows_and_compile_on_their_device(tiny_x2_path: Path) -> None:
+    """The driver (a CPU) ships "automatic" windows per batch, not its own resolution (1), so each
+    worker resolves it on its device; compile and an explicit batch size reach the workers."""
+    auto = SemanticLensUpscaler.from_pretrained(tiny_x2_path, device="cpu")
+    assert auto.settings.batch_windows == 1  # the driver's own resolution, on its CPU
+    shipped = _payload(auto, RayOptions())
+    assert (shipped.batch_windows, shipped.compile) == (0, False)
+    assert _build_upscaler(shipped, "cpu").settings.batch_windows == 1
+    asked = SemanticLensUpscaler.from_pretrained(tiny_x2_path, device="cpu", batch_windows=2, compile=True)
+    assert (_payload(asked, RayOptions()).batch_windows, _payload(asked, RayOptions()).compile) == (2, True)
+    overridden = _payload(asked, RayOptions(batch_windows=0, compile=False))
+    assert (overridden.batch_windows, overridden.compile) == (0, False)
+    with pytest.raises(ValueError, match="batch_windows"):
+        _payload(auto, RayOptions(batch_windows=-1))
+    # On a Ray worker: the upscaler it builds has the options (compiled lazily: nothing runs here).
+    box = [ray.put(_payload(auto, RayOptions(batch_windows=3, compile=True, threads=1)))]
+    assert ray.get(ray.remote(num_cpus=1)(_describe_worker).remote(box)) == (3, True, "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_gpu_worker_of_a_cpu_driver_batches_four_windows(tiny_x2_path: Path) -> None:
+    auto = SemanticLensUpscaler.from_pretrained(tiny_x2_path, device="cpu")
+    assert _build_upscaler(_payload(auto, RayOptions()), "cuda").settings.batch_windows == 4
+
+
+def test_cli_passes_compile_and_batch_windows_to_ray(tmp_path: Path, tiny_x2_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[RayOptions | None] = []
+
+    def recorded(up: Any, pairs: Any, *, options: RayOptions | None = None, **kwargs: Any) -> list[UpscaleResult]:
+        seen.append(options)
+        return [UpscaleResult(input=a, output=b, frames=1) for a, b in pairs]
+
+    monkeypatch.setattr(distributed, "run_on_ray", recorded)
+    clip = make_clip(tmp_path / "in" / "a.mp4", frames=2, size=(16, 16))
+    common = ["--model", tiny_x2_path, "--ray", "--compile", "--batch-windows", "3", "-q"]
+    assert invoke_cli(["upscale", clip, tmp_path / "a.mp4", *common]).exit_code == 0
+    assert invoke_cli(["upscale", tmp_path / "in", tmp_path / "out", *common]).exit_code == 0
+    assert [(o.compile, o.batch_windows) for o in seen if o is not None] == [(True, 3), (True, 3)]

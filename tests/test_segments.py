@@ -190,6 +190,31 @@ def test_one_window_plan_drives_the_single_run_and_the_scan(tmp_path: Path, tiny
     assert len(plan.segments) >= 4 and {seg.start for seg in plan.segments} <= window_firsts
 
 
+def test_segments_batch_windows_and_equal_the_single_run(tmp_path: Path, tiny_x2_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segment sends ``batch_windows`` windows through the network together, as the single run
+    does (a GPU worker batches), and its frames stay those of the single run."""
+    src = make_shots_clip(tmp_path / "shots.mp4", shots=(13, 14, 13), audio=False)
+    up = SemanticLensUpscaler.from_pretrained(tiny_x2_path, device="cpu", batch_windows=3)
+    single = tmp_path / "single.mkv"
+    up.upscale_video(src, single, codec="ffv1")
+    sizes: list[int] = []
+    batch = pipeline.WindowRunner.batch
+
+    def counted(self: pipeline.WindowRunner, items: list) -> list:
+        sizes.append(len(items))
+        return batch(self, items)
+
+    monkeypatch.setattr(pipeline.WindowRunner, "batch", counted)
+    joined = tmp_path / "joined" / "joined.mkv"
+    segments = _segments_run(src, joined, up, 0.5, codec="ffv1")
+    assert len(segments) >= 2 and max(sizes) == 3
+    a, a_pts, _ = read_frames(single)
+    b, b_pts, _ = read_frames(joined)
+    assert len(b) == 40 and b_pts == a_pts
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 def test_joined_h264_with_b_frames_keeps_timestamps(tmp_path: Path, tiny_x2_path: Path) -> None:
     """A lossy codec with frame reordering: each segment starts with a key frame; the joined MP4
     has the single run's frame count and exact presentation times, and its audio."""
