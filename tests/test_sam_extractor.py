@@ -380,7 +380,7 @@ def test_windows_from_the_scheduler_encode_one_frame_each(checkpoint: Path) -> N
     for _, frames in windows:
         sem = ext(torch.stack(frames)[None])
         check_semantics(sem, 1, 6)
-        assert ext.last_keyframes == ((0,),) if previous is None else ((2,),)
+        assert ext.last_keyframes == (((0,),) if previous is None else ((2,),))
         if previous is not None:
             for t in range(2):
                 assert torch.equal(track_map(sem, 0, t), track_map(previous, 0, 4 + t))
