@@ -248,6 +248,20 @@ def test_smaller_input_size(checkpoint: Path) -> None:
         build_sam_extractor(TINY, checkpoint, image_size=40)
 
 
+def test_key_frames_keep_their_aspect_ratio_at_the_encoder(checkpoint: Path) -> None:
+    # 40 x 56 at image_size 64 is resized to 46 x 64 (longest side 64), then padded to 64 x 64.
+    # segment-anything 1.0's ResizeLongestSide.apply_image_torch would give 21 x 64 content (it
+    # takes the size from the batch and channel dimensions).
+    ext = build_sam_extractor(TINY, checkpoint, **OPEN)
+    inputs: list[torch.Tensor] = []
+    ext.sam.image_encoder.register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
+    ext(make_clip(t=1, cut=None))
+    assert len(inputs) == 1 and inputs[0].shape == (1, 3, 64, 64)
+    content = inputs[0][0].abs().sum(0) > 0  # the padding is exactly zero after normalisation
+    assert content.any(1).sum() == 46 and content[:46].any(1).all()
+    assert content.any(0).sum() == 64
+
+
 def test_propagation_follows_a_moving_square() -> None:
     background, colour = torch.tensor([0.2, 0.3, 0.2]), torch.tensor([0.9, 0.2, 0.1])
 

@@ -634,8 +634,10 @@ class SamExtractor:
         h, w = frame.shape[-2:]
         size = ResizeLongestSide.get_preprocess_shape(h, w, self.image_size)
         dtype = self.sam.pixel_mean.dtype
-        # ResizeLongestSide.apply_image_torch is not used: in segment-anything 1.0 it reads the
-        # target size from the batch/channel dimensions. Same shape rule, resized here.
+        # Not ResizeLongestSide.apply_image_torch: in segment-anything 1.0 it computes the target
+        # size from image.shape[0] and image.shape[1], the batch and channel sizes of a BCHW tensor
+        # (a (1, 3, 40, 56) frame would become 21 x 64 instead of 46 x 64). Same size rule
+        # (get_preprocess_shape) and interpolation, applied here to H and W.
         x = F.interpolate(frame[None].to(dtype) * 255.0, size=size, mode="bilinear", align_corners=False, antialias=True)
         emb = self.sam.image_encoder(self.sam.preprocess(x))
         return emb, size
