@@ -19,12 +19,12 @@ from semlens.semantics.sam import (
     SAM_VARIANTS,
     SamExtractor,
     SamVariant,
-    _expected_shapes,
     build_sam_extractor,
     get_sam_variant,
     load_sam,
     propagate_soft_labels,
 )
+from semlens.semantics.sam_loading import _expected_shapes
 from semlens.semantics.types import InstanceExtractor, Semantics
 
 TINY = SamVariant(
