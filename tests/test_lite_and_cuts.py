@@ -85,6 +85,23 @@ def test_lite_reset_restarts_the_stream() -> None:
     assert torch.equal(ext(clip).masks, fresh.masks)
 
 
+def test_lite_batch_rows_are_independent_streams() -> None:
+    # Two unrelated clips in one batch: each row keeps its own regions from window to window, as
+    # if its clip were extracted alone; another batch size starts new streams.
+    clip_a = panning_clip(frames=10)
+    clip_b = torch.rand(1, 10, 3, 36, 48, generator=torch.Generator().manual_seed(5))
+    batched = LiteExtractor(max_instances=6)
+    alone = [LiteExtractor(max_instances=6) for _ in range(2)]
+    for window in (slice(0, 6), slice(4, 10)):
+        sem = batched(torch.cat([clip_a[:, window], clip_b[:, window]]))
+        for row, clip in enumerate((clip_a, clip_b)):
+            ref = alone[row](clip[:, window])
+            assert torch.equal(sem.masks[row:row + 1], ref.masks) and torch.equal(sem.valid[row:row + 1], ref.valid)
+            assert torch.allclose(sem.instance_tokens[row:row + 1], ref.instance_tokens, atol=1e-6)
+            assert torch.equal(sem.track_ids[row:row + 1], ref.track_ids)
+    assert torch.equal(batched(clip_a[:, 4:10]).masks, LiteExtractor(max_instances=6)(clip_a[:, 4:10]).masks)
+
+
 def test_cut_detector_fires_once_at_the_splice() -> None:
     rng = np.random.default_rng(0)
     shot_a = [np.clip(rng.normal(60, 10, (24, 32, 3)), 0, 255).astype(np.uint8) for _ in range(6)]

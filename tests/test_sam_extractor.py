@@ -195,17 +195,36 @@ def test_no_overlap_detected_for_new_frames(checkpoint: Path) -> None:
     assert ext.frames_seen == 8
 
 
-def test_batch_is_consecutive_windows_and_deterministic(checkpoint: Path) -> None:
-    clip = make_clip(t=6, cut=4, seed=2)
-    windows = torch.cat([clip[:, :4], clip[:, 2:]])  # (2, 4, 3, h, w), overlap 2
-    a = build_sam_extractor(TINY, checkpoint, **OPEN)
-    batched = a(windows)
-    check_semantics(batched, 2, 4)
-    assert a.last_keyframes == ((0,), (2,))  # second window: first new frame (also the cut)
-    b = build_sam_extractor(TINY, checkpoint, **OPEN)
-    separate = Semantics.cat([b(windows[:1]), b(windows[1:])])
+def _fields_equal(a: Semantics, b: Semantics) -> None:
     for name in ("masks", "instance_tokens", "global_tokens", "valid", "track_ids"):
-        assert torch.equal(getattr(batched, name), getattr(separate, name)), name
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_batch_rows_are_independent_streams(checkpoint: Path) -> None:
+    # Two unrelated clips in one batch (as training passes them): each row is its own stream, so
+    # its tracks, ids and shared-frame detection are those of the clip alone (no track links
+    # clip b to clip a).
+    clip_a = make_clip(t=7, cut=None, seed=2)
+    clip_b = 1.0 - make_clip(t=7, cut=None, seed=9)
+    batched = build_sam_extractor(TINY, checkpoint, **OPEN)
+    alone = [build_sam_extractor(TINY, checkpoint, **OPEN) for _ in range(2)]
+    first = batched(torch.cat([clip_a[:, :4], clip_b[:, :4]]))
+    check_semantics(first, 2, 4)
+    assert batched.last_keyframes == ((0,), (0,))
+    for row, clip in enumerate((clip_a, clip_b)):
+        _fields_equal(first.index(row), alone[row](clip[:, :4]))
+        assert first.valid[row].any(), "the open filters should let instances through"
+        assert int(first.track_ids[row, 0]) == 0  # each stream numbers its own tracks
+    # The next window of each stream (2 frames shared with its own previous window).
+    second = batched(torch.cat([clip_a[:, 2:6], clip_b[:, 2:6]]))
+    assert batched.last_keyframes == ((2,), (2,))
+    assert batched.frames_seen == 2 * 6 and len(batched.trackers) == 2
+    for row, clip in enumerate((clip_a, clip_b)):
+        _fields_equal(second.index(row), alone[row](clip[:, 2:6]))
+    # Another batch size starts new streams.
+    again = batched(clip_a[:, 2:6])
+    assert batched.last_keyframes == ((0,),) and batched.frames_seen == 4
+    _fields_equal(again, build_sam_extractor(TINY, checkpoint, **OPEN)(clip_a[:, 2:6]))
 
 
 def test_reset_and_size_change_restart_the_stream(checkpoint: Path) -> None:

@@ -5,6 +5,9 @@ a low working resolution and warm-started from the previous frame's centres, so 
 slot (and track id) from frame to frame and window to window. Region descriptors are the instance
 tokens; frame statistics are the scene token. Every pixel of the full-resolution frame is then
 assigned to its nearest centre, so masks have full-resolution boundaries.
+
+Each row of a batch is its own stream (see :class:`~semlens.semantics.types.InstanceExtractor`):
+it is warm-started from the same row of the previous call.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class LiteExtractor:
         self.iterations = iterations
         self.position_weight = position_weight
         self.min_area = min_area
-        self._centres: Tensor | None = None  # (B, N, 5) state of the stream
+        self._centres: Tensor | None = None  # (B, N, 5): the last frame's centres of each stream
 
     #: frames are assigned to their regions at full resolution in batches of about this many pixels
     FULL_RES_PIXELS = 1 << 20

@@ -19,8 +19,9 @@ ready extractor).
 
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -88,6 +89,18 @@ class _Propagation:
     global_token: Tensor
 
 
+@dataclass
+class _Stream:
+    """The state of one stream (one row of the batch): its tracks, the last window's frames, the
+    thumbnail of its last key frame, how many frames it has seen and its frame size."""
+
+    tracker: Tracker
+    prev: list[_FrameRecord] = field(default_factory=list)
+    key_thumb: Tensor | None = None
+    frames_seen: int = 0
+    size: tuple[int, int] | None = None
+
+
 def _compact(labels: Tensor, count: int) -> Tensor:
     """Store a label map in the smallest integer dtype that holds ``count`` instances."""
     return labels.to(torch.uint8 if count < 256 else torch.int16 if count < 32768 else torch.int64)
@@ -104,15 +117,18 @@ class SamExtractor:
     **Call contract.** ``extractor(frames)`` takes ``(B, T, 3, h, w)`` float RGB in [0, 1] and
     returns :class:`Semantics` with masks ``(B, T, h, w)`` int64, instance tokens
     ``(B, T, N, 256)`` (``N = max_instances``), global tokens ``(B, T, 256)``, valid ``(B, T, N)``
-    and track ids ``(B, N)``. The ``B`` windows are taken as *consecutive windows of one stream*
-    (window 0 first); use ``reset()`` between streams. SAM runs on the frames' device (the model
-    is moved there on first use); tokens are float32.
+    and track ids ``(B, N)``. As for every :class:`~semlens.semantics.types.InstanceExtractor`,
+    the ``B`` rows are *independent streams*: row ``b`` continues row ``b`` of the previous call
+    (its next window) and shares nothing with the other rows (tracks, ids, overlap, key frames); a
+    call with another ``B`` starts new streams. Consecutive windows of one stream are passed one
+    call after the other. ``reset()`` forgets every stream. SAM runs on the frames' device (the
+    model is moved there on first use); tokens are float32.
 
     **Key frames** (where the image encoder runs): (1) the first frame of each window that was
     not already part of the previous window — the window's first frame, or the first frame after
     the overlap; (2) any later frame whose thumbnail differs from the last key frame's by a mean
     absolute difference above ``keyframe_threshold`` (RGB in [0, 1]; cuts and large motion).
-    ``last_keyframes`` lists the key-frame positions of each window of the last call.
+    ``last_keyframes`` lists the key-frame positions of each row's window in the last call.
 
     **Overlap.** Frames shared with the previous window are never analysed again: their masks,
     tokens, scene tokens and track ids are reused as they were, so both windows agree on them.
@@ -122,10 +138,10 @@ class SamExtractor:
     results). An integer ``overlap`` trusts the caller instead (the first ``overlap`` frames of
     every window after the first are the previous window's last ones). Note that ``overlap``
     counts *shared frames*: with :mod:`semlens.windows` (context ``O`` on each side of a window)
-    consecutive windows share ``2 * O`` frames. A change of frame size resets the stream.
+    consecutive windows share ``2 * O`` frames. A change of frame size resets the streams.
 
-    **Key-frame instances** (:class:`~semlens.semantics.sam_masks.SamMaskGenerator`). A ``points_per_side`` x ``points_per_side`` grid of point prompts
-    (``build_point_grid``) goes through SAM's prompt encoder and mask decoder (three masks per
+    **Key-frame instances** (:class:`~semlens.semantics.sam_masks.SamMaskGenerator`). A
+    ``points_per_side`` x ``points_per_side`` grid of point prompts (``build_point_grid``) goes through SAM's prompt encoder and mask decoder (three masks per
     point, batches of ``points_per_batch`` points); masks are kept when the predicted IoU is
     above ``pred_iou_thresh``, the stability score (``calculate_stability_score``, offset
     ``stability_score_offset``) above ``stability_score_thresh`` and the area between
@@ -144,15 +160,16 @@ class SamExtractor:
     tokens; an instance is valid where it still has pixels. No new instance appears between key
     frames.
 
-    **Tracking.** Key-frame instances get stream-wide ids from ``tracker`` (a
-    :class:`~semlens.semantics.tracking.Tracker`: token cosine + mask IoU, greedy), which also
-    sees the propagated masks, so ids carry across key frames and windows. Slots of a window are
+    **Tracking.** Key-frame instances get stream-wide ids from the stream's tracker (a copy of
+    ``tracker``, a :class:`~semlens.semantics.tracking.Tracker`: token cosine + mask IoU, greedy),
+    which also sees the propagated masks, so ids carry across key frames and windows. Slots of a window are
     ordered by first appearance, then track id.
 
     Args:
         sam: a loaded ``segment_anything`` ``Sam`` (parts passed in; tests use tiny ones).
         name: the extractor's registry name (e.g. ``"sam-vit-b"``).
-        tracker: the tracker to use (default ``Tracker()``).
+        tracker: the tracker settings (default ``Tracker()``); each stream tracks with its own
+            copy of it (see :attr:`trackers`).
     """
 
     def __init__(
@@ -196,7 +213,9 @@ class SamExtractor:
         self.propagation_size = int(propagation_size)
         self.propagation_radius = int(propagation_radius)
         self.colour_sigma = float(colour_sigma)
-        self.tracker = tracker if tracker is not None else Tracker()
+        self._tracker = copy.deepcopy(tracker) if tracker is not None else Tracker()
+        self._tracker.reset()
+        self._streams: list[_Stream] = []
         self.last_keyframes: tuple[tuple[int, ...], ...] = ()
         self.reset()
 
@@ -209,16 +228,21 @@ class SamExtractor:
 
     @property
     def frames_seen(self) -> int:
-        """Distinct stream frames processed since the last reset (shared frames count once)."""
-        return self._frames_seen
+        """Distinct frames processed since the last reset, over all streams (frames shared by
+        consecutive windows of a stream count once)."""
+        return sum(stream.frames_seen for stream in self._streams)
+
+    @property
+    def trackers(self) -> tuple[Tracker, ...]:
+        """The tracker of each stream (row of the batch), as of the last call."""
+        return tuple(stream.tracker for stream in self._streams)
 
     def reset(self) -> None:
-        """Forget the stream: tracks, the previous window and the last key frame."""
-        self.tracker.reset()
-        self._prev: list[_FrameRecord] = []
-        self._key_thumb: Tensor | None = None
-        self._frames_seen = 0
-        self._size: tuple[int, int] | None = None
+        """Forget every stream: tracks, previous windows and last key frames."""
+        self._streams = []
+
+    def _new_stream(self) -> _Stream:
+        return _Stream(copy.deepcopy(self._tracker))
 
     def to(self, device: torch.device | str) -> SamExtractor:
         """Move SAM to ``device`` (also done automatically for the frames' device)."""
@@ -228,17 +252,20 @@ class SamExtractor:
     # -- call ----------------------------------------------------------------------------------
 
     def __call__(self, frames: Tensor) -> Semantics:
-        """Extract the semantics of ``B`` consecutive windows ``(B, T, 3, h, w)`` float in [0, 1]."""
+        """Extract the semantics of the next window ``(T, 3, h, w)`` of ``B`` independent streams,
+        ``(B, T, 3, h, w)`` float in [0, 1]."""
         if frames.dim() != 5 or frames.shape[2] != 3 or not frames.is_floating_point():
             raise ValueError(f"frames should be (B, T, 3, h, w) float RGB in [0, 1], got {tuple(frames.shape)} {frames.dtype}")
         if frames.shape[0] == 0 or frames.shape[1] == 0:
             raise ValueError(f"frames has an empty batch or time dimension: {tuple(frames.shape)}")
         if self.sam.device != frames.device:
             self.sam.to(frames.device)
+        if len(self._streams) != frames.shape[0]:
+            self._streams = [self._new_stream() for _ in range(frames.shape[0])]
         outputs, keys = [], []
         with torch.no_grad():
-            for b in range(frames.shape[0]):
-                sem, window_keys = self._window(frames[b])
+            for stream, clip in zip(self._streams, frames, strict=True):
+                sem, window_keys = self._window(stream, clip)
                 outputs.append(sem)
                 keys.append(window_keys)
         self.last_keyframes = tuple(keys)
@@ -246,16 +273,16 @@ class SamExtractor:
 
     # -- window ----------------------------------------------------------------------------
 
-    def _window(self, clip: Tensor) -> tuple[Semantics, tuple[int, ...]]:
-        """One window ``(T, 3, h, w)``: reuse the shared frames, analyse the new ones."""
+    def _window(self, stream: _Stream, clip: Tensor) -> tuple[Semantics, tuple[int, ...]]:
+        """The next window ``(T, 3, h, w)`` of ``stream``: reuse the shared frames, analyse the new ones."""
         clip = clip.float().clamp(0.0, 1.0)
         t_len, _, h, w = clip.shape
-        if self._size != (h, w):
-            self.reset()
-            self._size = (h, w)
+        if stream.size != (h, w):
+            stream.tracker.reset()
+            stream.prev, stream.key_thumb, stream.frames_seen, stream.size = [], None, 0, (h, w)
         thumbs = self._thumbnails(clip)
-        shared = self._shared_frames(thumbs)
-        records = self._prev[len(self._prev) - shared:] if shared else []
+        shared = self._shared_frames(stream.prev, thumbs)
+        records = stream.prev[len(stream.prev) - shared:] if shared else []
         keys: list[int] = []
         prop: _Propagation | None = None
         for t in range(shared, t_len):
@@ -263,18 +290,18 @@ class SamExtractor:
             is_key = (
                 t == shared
                 or prop is None
-                or self._key_thumb is None
-                or float((thumb - self._key_thumb).abs().mean()) > self.keyframe_threshold
+                or stream.key_thumb is None
+                or float((thumb - stream.key_thumb).abs().mean()) > self.keyframe_threshold
             )
             if is_key:
-                record, prop = self._key_frame(clip[t], thumb)
-                self._key_thumb = thumb
+                record, prop = self._key_frame(stream.tracker, clip[t], thumb)
+                stream.key_thumb = thumb
                 keys.append(t)
             else:
-                record, prop = self._propagate(prop, thumb, (h, w))
+                record, prop = self._propagate(stream.tracker, prop, thumb, (h, w))
             records.append(record)
-            self._frames_seen += 1
-        self._prev = list(records)
+            stream.frames_seen += 1
+        stream.prev = list(records)
         sem = window_semantics(
             [r.tracked for r in records],
             torch.stack([r.global_token for r in records]),
@@ -291,9 +318,8 @@ class SamExtractor:
         size = ResizeLongestSide.get_preprocess_shape(h, w, self.propagation_size)
         return F.interpolate(clip, size=size, mode="area")
 
-    def _shared_frames(self, thumbs: Tensor) -> int:
-        """How many leading frames of this window are the previous window's last frames."""
-        prev = self._prev
+    def _shared_frames(self, prev: list[_FrameRecord], thumbs: Tensor) -> int:
+        """How many leading frames of this window are the previous window's (``prev``) last frames."""
         if not prev:
             return 0
         limit = min(len(prev), thumbs.shape[0])
@@ -306,11 +332,11 @@ class SamExtractor:
 
     # -- key frames ------------------------------------------------------------------------
 
-    def _key_frame(self, frame: Tensor, thumb: Tensor) -> tuple[_FrameRecord, _Propagation]:
-        """Find a key frame's instances and track them."""
+    def _key_frame(self, tracker: Tracker, frame: Tensor, thumb: Tensor) -> tuple[_FrameRecord, _Propagation]:
+        """Find a key frame's instances and track them with ``tracker``."""
         found = self.masks(frame, (int(thumb.shape[-2]), int(thumb.shape[-1])))
         count = found.count
-        track_ids = self.tracker.update(found.tokens, masks_from_labels(found.thumb_labels, count))
+        track_ids = tracker.update(found.tokens, masks_from_labels(found.thumb_labels, count))
         tracked = TrackedFrame(_compact(found.labels, count), track_ids, found.tokens)
         record = _FrameRecord(thumb, tracked, found.global_token)
         soft = F.one_hot(found.thumb_labels, count + 1).permute(2, 0, 1).float()
@@ -318,8 +344,9 @@ class SamExtractor:
 
     # -- propagation -----------------------------------------------------------------------
 
-    def _propagate(self, prop: _Propagation, thumb: Tensor, size: tuple[int, int]) -> tuple[_FrameRecord, _Propagation]:
-        """Masks of a non-key frame from the previous frame's soft labels."""
+    def _propagate(self, tracker: Tracker, prop: _Propagation, thumb: Tensor,
+                   size: tuple[int, int]) -> tuple[_FrameRecord, _Propagation]:
+        """Masks of a non-key frame from the previous frame's soft labels (``tracker`` sees them)."""
         count = int(prop.track_ids.shape[0])
         if count == 0:
             labels = torch.zeros(size, dtype=torch.long, device=thumb.device)
@@ -327,7 +354,7 @@ class SamExtractor:
         else:
             soft = propagate_soft_labels(prop.soft, prop.thumb, thumb, self.propagation_radius, self.colour_sigma)
             labels = argmax_upsampled(soft, size)
-        self.tracker.observe(prop.track_ids, masks_from_labels(soft.argmax(0), count))
+        tracker.observe(prop.track_ids, masks_from_labels(soft.argmax(0), count))
         record = _FrameRecord(thumb, TrackedFrame(_compact(labels, count), prop.track_ids, prop.tokens), prop.global_token)
         return record, _Propagation(soft, thumb, prop.track_ids, prop.tokens, prop.global_token)
 

@@ -15,14 +15,16 @@ __all__ = ["Semantics", "InstanceExtractor", "empty_semantics"]
 class Semantics:
     """Instances, events and scenes of a window of frames.
 
-    Layouts (``B`` windows, ``T`` frames, ``N`` instance slots, ``h x w`` the frame size):
+    Layouts (``B`` windows, one per stream, see :class:`InstanceExtractor`; ``T`` frames, ``N``
+    instance slots, ``h x w`` the frame size):
 
     - ``masks``: ``(B, T, h, w)`` int64 ids. ``0`` is background (the scene), ``k >= 1`` is the
       pixel's instance, stored in slot ``k - 1``.
     - ``instance_tokens``: ``(B, T, N, D)`` float, one token per slot and frame.
     - ``global_tokens``: ``(B, T, G)`` float, one scene token per frame.
     - ``valid``: ``(B, T, N)`` bool, whether the slot's instance is visible in that frame.
-    - ``track_ids``: ``(B, N)`` int64, the stream-wide track id of each slot (``-1`` unused).
+    - ``track_ids``: ``(B, N)`` int64, the track id of each slot in its row's stream (``-1``
+      unused); ids of different rows are unrelated.
 
     A slot is the same instance in every frame of the window (an *event*): slot ``n`` of frame
     ``t`` and slot ``n`` of frame ``t + 1`` belong to the same track.
@@ -123,8 +125,15 @@ class InstanceExtractor(Protocol):
     """Turns windows of frames into :class:`Semantics`, keeping track ids across windows.
 
     ``__call__`` takes ``(B, T, 3, h, w)`` float RGB in [0, 1] and returns Semantics whose masks are
-    ``(B, T, h, w)``. Windows of one stream are passed in order and may overlap; an instance keeps
-    its track id across them. ``reset()`` forgets the stream (new clip or scene cut).
+    ``(B, T, h, w)``.
+
+    **The batch dimension holds independent streams.** Row ``b`` of a call is the next window of
+    stream ``b``: it continues row ``b`` of the previous call and shares nothing with the other
+    rows (regions, tracks and track ids are per stream), so unrelated clips can be extracted in one
+    call. A call whose ``B`` differs from the previous call's starts ``B`` new streams. The
+    consecutive windows of one stream are passed one call after the other, in order, and may
+    overlap; an instance keeps its track id across them. ``reset()`` forgets every stream (new
+    clip or scene cut).
     """
 
     name: str
