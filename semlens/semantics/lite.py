@@ -18,10 +18,33 @@ from torch import Tensor
 
 from semlens.semantics.types import Semantics
 
-__all__ = ["LiteExtractor", "LITE_INSTANCE_DIM", "LITE_GLOBAL_DIM"]
+__all__ = ["LiteExtractor", "LITE_INSTANCE_DIM", "LITE_GLOBAL_DIM", "exact_region_sums"]
 
 LITE_INSTANCE_DIM = 8
 LITE_GLOBAL_DIM = 8
+
+#: fixed-point steps per unit of :func:`exact_region_sums` (2^29 pixels of value 2 still fit an int64)
+_FIXED_POINT = 2.0**32
+
+
+def exact_region_sums(values: Tensor, assign: Tensor, regions: int) -> tuple[Tensor, Tensor]:
+    """Per-region sums ``(n, C, regions)`` of ``values (n, C, P)`` in ``[0, 2]`` and pixel counts
+    ``(n, regions)``, ``assign (n, P)`` giving each pixel's region, independent of the order in
+    which the pixels are added.
+
+    A float scatter-add on a GPU adds in whatever order its atomic operations land, so the same
+    input can give sums that differ in the last bits from run to run. Here each value is rounded
+    to a multiple of ``2^-32`` and added as an int64 (integer addition does not depend on the
+    order), then converted back: the result is bit-identical on every run. Before its final
+    rounding to float32 it is off from the exact sum by at most ``2^-33`` per pixel, far less than
+    a float32 scatter-add's own rounding errors.
+    """
+    n, c, _ = values.shape
+    fixed = torch.round(values.float() * _FIXED_POINT).long()  # exact: scaling by a power of two
+    sums = fixed.new_zeros(n, c, regions).scatter_add_(2, assign[:, None].expand_as(fixed), fixed)
+    count = assign.new_zeros(n, regions).scatter_add_(1, assign, torch.ones_like(assign))
+    # One rounding (int64 -> float), then an exact division by a power of two; no float64 needed.
+    return sums.to(values.dtype) / _FIXED_POINT, count.to(values.dtype)
 
 
 def _luma(frames: Tensor) -> Tensor:
@@ -45,6 +68,9 @@ class LiteExtractor:
         iterations: k-means iterations per frame (more on the first frame of a stream).
         position_weight: weight of the (normalised) pixel position against colour.
         min_area: regions covering less than this fraction of a frame are background (id 0).
+        exact_sums: add the region statistics with :func:`exact_region_sums` (bit-identical from
+            run to run on any device). ``None`` (default): on every device but the CPU, whose float
+            scatter-add is already deterministic (and a little faster).
     """
 
     name = "lite"
@@ -52,12 +78,13 @@ class LiteExtractor:
     global_dim = LITE_GLOBAL_DIM
 
     def __init__(self, max_instances: int = 8, work_size: int = 64, iterations: int = 3,
-                 position_weight: float = 0.6, min_area: float = 0.01) -> None:
+                 position_weight: float = 0.6, min_area: float = 0.01, exact_sums: bool | None = None) -> None:
         self.max_instances = max_instances
         self.work_size = work_size
         self.iterations = iterations
         self.position_weight = position_weight
         self.min_area = min_area
+        self.exact_sums = exact_sums
         self._centres: Tensor | None = None  # (B, N, 5): the last frame's centres of each stream
 
     #: frames are assigned to their regions at full resolution in batches of about this many pixels
@@ -155,6 +182,9 @@ class LiteExtractor:
         luma = _luma(frames)
         values = torch.cat([frames.flatten(2), luma.flatten(1)[:, None], luma.square().flatten(1)[:, None],
                             _gradient(luma).flatten(1)[:, None]], dim=1)  # (n, 6, hw)
+        exact = self.exact_sums if self.exact_sums is not None else values.device.type != "cpu"
+        if exact:
+            return exact_region_sums(values, assign, self.max_instances)
         sums = values.new_zeros(n, 6, self.max_instances)
         sums.scatter_add_(2, assign[:, None].expand_as(values), values)
         count = values.new_zeros(n, self.max_instances).scatter_add_(1, assign, values.new_ones(()).expand_as(assign))
