@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ from semlens.errors import (
     SemlensError,
 )
 from semlens.executors import FolderExecutor, get_executor
+from semlens.interrupts import check_termination, deferred_termination
 from semlens.pipeline import StreamSettings, enhance_stream, planar_converter
 from semlens.runtime import tune_allocator
 from semlens.scan import find_videos
@@ -113,39 +114,63 @@ def output_path_for(relative: Path, out_dir: Path) -> Path:
     return target
 
 
-def _prefetch(items: Iterable[T], size: int = 8) -> Iterator[T]:
-    """Iterate ``items`` on a background thread (decoding overlaps compute), ``size`` items ahead."""
-    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=size)
-    stop = threading.Event()
+class _Prefetch:
+    """Iterates ``items`` on a background thread (decoding overlaps compute), ``size`` items ahead.
 
-    def work() -> None:
+    Use it as a context manager around the consumer: leaving the block, normally or by an
+    exception (an error, Ctrl-C), stops the thread and joins it, so that whatever ``items`` reads
+    from (a demuxer) can be closed afterwards without the thread still decoding from it. An
+    exception raised by ``items`` is raised in the consumer."""
+
+    def __init__(self, items: Iterable[T], size: int = 8) -> None:
+        self._items = items
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="semlens-decode", daemon=True)
+
+    def _put(self, kind: str, value: Any) -> bool:
+        """Queue one entry unless asked to stop first (never blocks past a stop request)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
         try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+            for item in self._items:
+                if not self._put("item", item):
                     return
-            q.put(("end", None))
+            self._put("end", None)
         except BaseException as exc:  # handed to the consumer
-            q.put(("error", exc))
+            self._put("error", exc)
 
-    thread = threading.Thread(target=work, name="semlens-decode", daemon=True)
-    thread.start()
-    try:
+    def __iter__(self) -> Iterator[Any]:
         while True:
-            kind, value = q.get()
+            kind, value = self._queue.get()
             if kind == "end":
                 return
             if kind == "error":
                 raise value
             yield value
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+
+    def __enter__(self) -> _Prefetch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the thread and wait for it (it stops at the next item, at most one decode away)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        close = getattr(self._items, "close", None)
+        if close is not None:  # a generator: run its cleanup here, now that no thread runs it
+            close()
 
 
 class _BackgroundWriter:
@@ -219,6 +244,22 @@ class _BackgroundWriter:
         else:
             self._stop.set()
             self._thread.join(timeout=30)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _terminable(method: F) -> F:
+    """Run ``method`` under :func:`~semlens.interrupts.deferred_termination`: a SIGTERM stops the
+    run at the next frame boundary with :class:`~semlens.interrupts.Terminated`, after the
+    partial output is removed, instead of killing the process with the partial left behind."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with deferred_termination():
+            return method(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 def _is_video_path(path: Path) -> bool:
@@ -305,7 +346,7 @@ class SemanticLensUpscaler:
         net = loaded.model
         if compile:
             net = torch.compile(net)  # type: ignore[assignment]
-        window = window or loaded.window
+        window = window if window is not None else loaded.window
         if overlap is None:  # the model's context, as much of it as the window allows
             overlap = min(loaded.overlap, (window - 1) // 2)
         return cls(net, ext, device=device, dtype=dtype, window=window, overlap=overlap, tile=tile,
@@ -319,6 +360,7 @@ class SemanticLensUpscaler:
         return enhance_stream(frames, self.model, self.extractor, self.settings)
 
     # -- one video ---------------------------------------------------------------------------------
+    @_terminable
     def upscale_video(self, src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                       codec: str = "libx264", crf: float | None = 18, preset: str | None = "medium",
                       pix_fmt: str | None = None, copy_audio: bool = True, overwrite: bool = False,
@@ -339,6 +381,8 @@ class SemanticLensUpscaler:
         )
 
         src, dst = Path(src), Path(dst)
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be at least 1 (or None for all frames), got {max_frames}")
         if not src.exists():
             raise InputNotFoundError(f"input {str(src)!r} does not exist")
         remove_stale_partials(dst)  # left by a killed earlier run (its process is gone)
@@ -378,9 +422,11 @@ class SemanticLensUpscaler:
                     spare = self.device.type != "cpu" or (os.cpu_count() or 1) > torch.get_num_threads()
                     # A video writer gets YUV made on the compute device (no RGB->YUV pass on the CPU).
                     convert = planar_converter(writer.planar_layout) if to_video else None
-                    upscaled = enhance_stream(_prefetch(images()), self.model, self.extractor, self.settings, convert)
-                    with _BackgroundWriter(write, threaded=spare) as background:
+                    # Leaving this block stops and joins the decode thread before the reader closes.
+                    with _Prefetch(images()) as decoded, _BackgroundWriter(write, threaded=spare) as background:
+                        upscaled = enhance_stream(decoded, self.model, self.extractor, self.settings, convert)
                         for image in upscaled:
+                            check_termination()
                             pts, duration = stamps.popleft()
                             background.put(image, pts, duration)
                             done += 1
@@ -389,14 +435,14 @@ class SemanticLensUpscaler:
                     result.frames = background.written
                 if result.frames == 0:
                     raise InvalidInputError(f"no frame could be decoded from {str(src)!r}")
-            if getattr(reader, "truncated", False):
-                msg = f"{src.name}: the file is truncated or damaged; upscaled the {result.frames} frames that decode"
-                result.warnings.append(msg)
-                warnings.warn(msg, stacklevel=2)
+            if getattr(reader, "truncated", False):  # the reader has warned (TruncatedInputWarning)
+                result.warnings.append(f"{src.name}: the file is truncated or damaged; upscaled the "
+                                       f"{result.frames} frames that decode")
         result.seconds = time.perf_counter() - started
         return result
 
     # -- folders -----------------------------------------------------------------------------------
+    @_terminable
     def upscale_folder(self, src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                        skip_existing: bool = False, overwrite: bool = False, raise_on_failure: bool = False,
                        on_start: Callable[[Path, Path], None] | None = None,
@@ -446,6 +492,7 @@ class SemanticLensUpscaler:
         else:
             results = []
         for video in videos:
+            check_termination()
             rel = video.relative_to(src)
             target = output_path_for(rel, dst)
             if dst_real == src_real:

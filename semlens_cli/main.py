@@ -2,63 +2,77 @@
 
 from __future__ import annotations
 
-import sys
+import traceback
 from typing import Any
 
 import click
 
 from semlens import __version__
+from semlens_cli.notices import DEBUG, clean_warnings
 
 
 class SemlensGroup(click.Group):
-    """Turns library errors into one-line messages and exit codes (a traceback only with --debug)."""
+    """Turns library errors into one-line messages and exit codes (a traceback only with --debug),
+    and warnings into one-line notices."""
 
     def invoke(self, ctx: click.Context) -> Any:
         from semlens.errors import EXIT_INTERRUPTED, SemlensError
+        from semlens.interrupts import EXIT_TERMINATED, Terminated
 
-        debug = ctx.params.get("debug", False) or "--debug" in sys.argv
+        def debug() -> bool:
+            return bool(ctx.params.get("debug") or ctx.meta.get(DEBUG))
+
         try:
-            return super().invoke(ctx)
+            with clean_warnings(ctx):
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except SemlensError as exc:
-            if debug:
+            if debug():
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            if debug:
+            if debug():
                 raise
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except Terminated:
+            if debug():
+                traceback.print_exc()
+            click.echo("terminated", err=True)
+            ctx.exit(EXIT_TERMINATED)
         except (OSError, ValueError, RuntimeError) as exc:
-            if debug:
+            if debug():
                 raise
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             click.echo(f"error: {message}", err=True)
             ctx.exit(1)
 
 
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[DEBUG] = True  # meta is shared by the group's context and the command's
+
+
 @click.group(cls=SemlensGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="semlens")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("--debug", is_flag=True, callback=_set_debug, help="Show tracebacks (also accepted after the command).")
 def cli(debug: bool) -> None:
     """semlens: video super-resolution with Semantic Lens."""
 
 
 def _register() -> None:
+    # Imported directly: a broken import is a broken installation and must fail loudly, not hide a
+    # command. The commands import their optional extras (train, distributed) only when run.
+    from semlens_cli.hub_commands import download_command, export_command, models_command
     from semlens_cli.train_commands import train_command
+    from semlens_cli.upscale_commands import eval_command, upscale_command
 
-    cli.add_command(train_command)
-    for module, names in (("semlens_cli.upscale_commands", ("upscale_command", "eval_command")),
-                          ("semlens_cli.hub_commands", ("models_command", "download_command", "export_command"))):
-        try:
-            mod = __import__(module, fromlist=list(names))
-        except ImportError:
-            continue
-        for name in names:
-            if hasattr(mod, name):
-                cli.add_command(getattr(mod, name))
+    for command in (upscale_command, eval_command, models_command, download_command, export_command, train_command):
+        command.params.append(click.Option(["--debug"], is_flag=True, expose_value=False, callback=_set_debug,
+                                           help="Show tracebacks."))
+        cli.add_command(command)
 
 
 _register()

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["FrameProgress", "console"]
+__all__ = ["DeferredInterrupt", "FrameProgress", "console"]
 
 
 def console(stderr: bool = False) -> Any:
@@ -77,33 +77,53 @@ class FrameProgress:
 
 
 class DeferredInterrupt:
-    """Turns Ctrl-C into a flag checked between frames, so the interrupt is raised at a safe point
-    (never inside a decoder or muxer callback, where it could be swallowed). A second Ctrl-C
-    interrupts at once."""
+    """Turns Ctrl-C (SIGINT) and SIGTERM into a flag checked between frames, so that the run stops
+    at a safe point (never inside a decoder or muxer callback, where the exception could be
+    swallowed) and removes its partial output: :meth:`check` raises :class:`KeyboardInterrupt`
+    after SIGINT and :class:`~semlens.interrupts.Terminated` after SIGTERM. A second signal
+    interrupts at once. A signal that arrived after the last check is raised when the block ends."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.requested: int | None = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> DeferredInterrupt:
         import signal
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for name in self.SIGNALS:
+                signum = getattr(signal, name)
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.requested is not None:
+            self._raise(signum)
+        self.requested = signum
 
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-
-    def __exit__(self, *exc: object) -> None:
+    @staticmethod
+    def _raise(signum: int) -> None:
         import signal
 
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        from semlens.interrupts import Terminated
+
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    def check(self) -> None:
+        if self.requested is not None:
+            self._raise(self.requested)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        import signal
+
+        for signum, previous in self._previous.items():
+            # None: the previous handler was not installed from Python; the default is the best guess
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+        if exc_type is None:
+            self.check()

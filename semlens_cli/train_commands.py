@@ -1,10 +1,24 @@
-"""`semlens train` and `semlens eval`."""
+"""`semlens train`."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import click
+
+# The train extra's packages: import name -> distribution name.
+_TRAIN_EXTRA = {"skimage": "scikit-image", "skvideo": "scikit-video"}
+
+
+def _require_train_extra() -> None:
+    """Fail before any work, with the extra to install, when the training data packages are missing."""
+    from semlens.errors import ExtraNotInstalledError
+
+    missing = [dist for module, dist in _TRAIN_EXTRA.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ExtraNotInstalledError(f"semlens train needs the train extra ({', '.join(missing)} not installed): "
+                                     f'pip install "semlens[train]"')
 
 
 @click.command("train")
@@ -34,6 +48,7 @@ def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterati
 
     Needs the ``train`` extra: pip install "semlens[train]".
     """
+    _require_train_extra()
     from semlens.train.loop import TrainConfig, train
 
     overrides = {f"use_{part}": False for part in disable}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
+from semlens_cli.notices import QUIET, notice
 from semlens_cli.progress import DeferredInterrupt, FrameProgress, console
 
 
@@ -35,18 +37,23 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True)
 @click.option("--extractor", default=None, help="Instance extractor (default: the model's).")
-@click.option("--window", type=int, default=None, help="Frames per temporal window (default: the model's).")
+@click.option("--window", type=click.IntRange(min=1), default=None,
+              help="Frames per temporal window (default: the model's).")
 @click.option("--tile", type=int, default=0, show_default=True, help="Spatial tile size in input pixels (0 = auto).")
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=None,
               help="Input pixels neighbouring tiles share (default: enough for the shipped models).")
 @click.option("--codec", default="libx264", show_default=True, help="libx264, libx265, libsvtav1, ffv1, ...")
-@click.option("--crf", type=float, default=18, show_default=True)
-@click.option("--preset", default="medium", show_default=True)
+@click.option("--crf", type=float, default=18, show_default=True,
+              help="Quality of lossy codecs: lower is better and bigger (x264/x265 0-51, about 18 looks "
+                   "lossless; SVT-AV1 and VP9 0-63; ignored by ffv1 and gif).")
+@click.option("--preset", default="medium", show_default=True,
+              help="Encoder speed against file size: ultrafast, superfast, veryfast, faster, fast, medium, "
+                   "slow, slower, veryslow (x264/x265; mapped to SVT-AV1's numbers).")
 @click.option("--pix-fmt", default=None, help="Output pixel format (default: yuv420p, 10-bit kept for 10-bit input).")
 @click.option("--no-audio", is_flag=True, help="Drop audio streams.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--skip-existing", is_flag=True, help="Folders: skip outputs that exist and are complete.")
-@click.option("--max-frames", type=int, default=None, help="Only the first N frames (a preview).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Only the first N frames (a preview).")
 @click.option("--threads", type=int, default=0, help="CPU threads for the network (0 = all cores).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (GPU).")
 @click.option("--batch-windows", type=click.IntRange(min=0), default=0, show_default=True,
@@ -75,8 +82,12 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
     it has a video extension, else a folder of PNG frames.
     """
     from semlens.errors import BatchError, InputNotFoundError
-    from semlens.io import is_image_folder
-    from semlens.scan import find_videos
+    from semlens.io import TruncatedInputWarning, is_image_folder
+    from semlens.scan import find_videos, links_leaving
+
+    click.get_current_context().meta[QUIET] = quiet
+    # A truncated input is reported once, by the run's result (result.warnings), not by the reader too.
+    warnings.filterwarnings("ignore", category=TruncatedInputWarning)
 
     use_ray = use_ray or ray_address is not None
     if segment_seconds is not None and not use_ray:
@@ -124,6 +135,15 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
         interrupt.check()
         progress.update(done, total)
 
+    def on_start(src: Path, dst: Path) -> None:
+        interrupt.check()  # a signal between two files stops the run before the next one
+        progress.start_file(str(src.relative_to(input_path)))
+
+    def on_result(result: Any) -> None:
+        progress.finish_file()
+        for text in result.warnings:
+            notice(text)
+
     if not quiet:
         where = "on Ray" if use_ray else f"on {up.device}"
         console(stderr=True).print(f"model [bold]{up.name}[/] x{up.scale} {where}", highlight=False)
@@ -138,9 +158,9 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
             else:
                 result = up.upscale_video(input_path, output_path, overwrite=overwrite, progress=on_frame, **options)
             progress.finish_file()
+        for text in result.warnings:
+            notice(text)
         if not quiet:
-            for w in result.warnings:
-                click.echo(f"warning: {w}", err=True)
             click.echo(f"{result.output}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps)")
         return
     with progress, interrupt:
@@ -151,21 +171,24 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
             results = up.upscale_folder(input_path, output_path, skip_existing=skip_existing, overwrite=overwrite,
                                         progress=on_frame, executor=RayExecutor(ray_options), **options)
             progress.finish_file()
+            for r in results:
+                for text in r.warnings:
+                    notice(text)
         else:
-            results = up.upscale_folder(
-                input_path, output_path, skip_existing=skip_existing, overwrite=overwrite,
-                on_start=lambda src, dst: progress.start_file(str(src.relative_to(input_path))),
-                on_result=lambda r: progress.finish_file(), progress=on_frame, **options)
+            results = up.upscale_folder(input_path, output_path, skip_existing=skip_existing, overwrite=overwrite,
+                                        on_start=on_start, on_result=on_result, progress=on_frame, **options)
     failed = [r for r in results if r.status == "failed"]
     if not quiet:
-        _summary(results, input_path)
+        _summary(results, input_path, links_leaving(input_path))
     for r in failed:
         click.echo(f"error: {r.input}: {r.error}", err=True)
     if failed:
         raise BatchError(f"{len(failed)} of {len(results)} videos failed")
 
 
-def _summary(results: list[Any], root: Path) -> None:
+def _summary(results: list[Any], root: Path, links: list[Path]) -> None:
+    """The folder run's table; ``links`` (video names that are links leaving ``root``, which a
+    folder run does not follow) are listed as ``not followed``."""
     from rich.table import Table
 
     table = Table(title="semlens upscale")
@@ -175,29 +198,35 @@ def _summary(results: list[Any], root: Path) -> None:
         colour = {"done": "green", "skipped": "yellow", "failed": "red"}[r.status]
         table.add_row(str(r.input.relative_to(root)), f"[{colour}]{r.status}[/]", str(r.frames),
                       f"{r.fps:.2f}" if r.frames else "-", str(r.output))
+    for link in links:
+        table.add_row(str(link.relative_to(root)), "[yellow]not followed[/]", "-", "-",
+                      "(a link to outside the input folder)")
     console().print(table)
 
 
 @click.command("eval")
 @click.argument("hr_path", metavar="HR_VIDEO_OR_FOLDER", type=click.Path(path_type=Path))
-@click.option("--scale", type=click.Choice(["2", "4"]), default="4", show_default=True)
+@click.option("--scale", type=click.Choice(["2", "4"]), default=None,
+              help="Upscaling factor (default: the --model's, else 4).")
 @click.option("--model", default=None, help="Model to evaluate (default: the shipped model of --scale).")
 @click.option("--extractor", default=None, help="Override the model's extractor.")
-@click.option("--window", type=int, default=None)
-@click.option("--max-frames", type=int, default=None, help="Score only the first N frames of each clip.")
+@click.option("--window", type=click.IntRange(min=1), default=None,
+              help="Frames per temporal window (default: the model's).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="Score only the first N frames of each clip.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON here (- for stdout).")
 @click.option("--threads", type=int, default=0)
 @click.option("--no-baselines", is_flag=True, help="Skip bicubic and Lanczos.")
-def eval_command(hr_path: Path, scale: str, model: str | None, extractor: str | None, window: int | None,
+def eval_command(hr_path: Path, scale: str | None, model: str | None, extractor: str | None, window: int | None,
                  max_frames: int | None, json_path: Path | None, threads: int, no_baselines: bool) -> None:
     """Degrade HR clips with BI, upscale them, and print PSNR / SSIM (Y, BT.601) per clip and on average."""
     from rich.table import Table
 
     from semlens.evaluate import bicubic_frames, evaluate, find_clips, lanczos_frames
 
-    s = int(scale)
     clips = find_clips(hr_path)
-    up = _build_upscaler(model, s, "auto", "auto", extractor, window, 0, threads)
+    up = _build_upscaler(model, int(scale) if scale else None, "auto", "auto", extractor, window, 0, threads)
+    s = up.scale
     methods = {up.name: up.upscale_frames}
     if not no_baselines:
         methods = {"bicubic": bicubic_frames(s), "lanczos": lanczos_frames(s), **methods}

@@ -1,7 +1,10 @@
-"""Interruptions and resuming (issue 8).
+"""Interruptions and resuming.
 
 - Ctrl-C (SIGINT) during a real ``python -m semlens_cli upscale``: the temporary output is
-  removed, the exit code is 130, no traceback.
+  removed, the exit code is 130, no traceback. SIGTERM (what kill, timeout, systemd and Docker
+  send) does the same with exit code 143, for one video, a folder, and a script calling the API.
+- An error or Ctrl-C mid-run stops and joins the decode thread before the input is closed, and
+  removes the empty output folders the run created.
 - SIGKILL: only a clearly named partial file (``.<stem>.semlens-partial-<pid>.<token><ext>``) is
   left; the next run of the same command removes it and writes the right output; a folder run
   with ``--skip-existing`` redoes the killed file instead of taking its partial for an output.
@@ -19,14 +22,18 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from clips import make_clip, read_frames, truncate_file
-from conftest import digest, invoke_cli, partials_under
+from conftest import cli_env, digest, invoke_cli, partials_under
 
 from semlens.errors import EXIT_INTERRUPTED, BatchError, InvalidInputError
+from semlens.interrupts import EXIT_TERMINATED
 from semlens.upscaler import is_complete_output
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -83,6 +90,65 @@ def test_ctrl_c_removes_the_temporary_output_and_exits_130(tmp_path, slow_x2_pat
     assert not partial.exists() and not dst.exists()
     assert partials_under(tmp_path) == []
     assert digest(src) == before
+
+
+def test_sigterm_removes_the_temporary_output_and_the_folders_it_made_and_exits_143(tmp_path, slow_x2_path,
+                                                                                   start_cli):
+    src = make_clip(tmp_path / "long.mp4", frames=60, size=(64, 48), audio=True)
+    before = digest(src)
+    out = tmp_path / "out"
+    dst = out / "new" / "long_x2.mp4"  # both folders are made by the run
+    proc = start_cli(["upscale", src, dst, "--model", slow_x2_path, "--device", "cpu", "--threads", "1"])
+    partial = wait_for_partial(proc, dst.parent, "long_x2")
+    time.sleep(0.2)  # well inside the run: frames are being computed and written
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_TERMINATED == 143, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "terminated"
+    assert not partial.exists() and not dst.exists()
+    assert not out.exists()  # the empty folders the run made are gone too
+    assert partials_under(tmp_path) == []
+    assert digest(src) == before
+
+
+def test_sigterm_stops_a_folder_run_and_keeps_the_finished_files(tmp_path, slow_x2_path, start_cli):
+    src, out = tmp_path / "in", tmp_path / "out"
+    a = make_clip(src / "a.mp4", frames=6, size=(32, 24))
+    make_clip(src / "sub" / "b.mp4", frames=60, size=(64, 48))
+    make_clip(src / "sub" / "c.mp4", frames=6, size=(32, 24))
+    proc = start_cli(["upscale", src, out, "--model", slow_x2_path, "--device", "cpu", "--threads", "1"])
+    wait_for_partial(proc, out / "sub", "b")  # a.mp4 is finished by then (files run in sorted order)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_TERMINATED, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "terminated"
+    assert_complete(a, out / "a.mp4", 6)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.mp4"]  # no b, no c, no sub/
+    assert partials_under(tmp_path) == []
+
+
+def test_sigterm_to_a_script_using_the_api_removes_the_partial(tmp_path, slow_x2_path):
+    src = make_clip(tmp_path / "long.mp4", frames=60, size=(64, 48))
+    dst = tmp_path / "out" / "long_x2.mp4"
+    script = textwrap.dedent(f"""
+        import torch
+        from semlens import SemanticLensUpscaler
+
+        torch.set_num_threads(1)
+        up = SemanticLensUpscaler.from_pretrained({str(slow_x2_path)!r}, device="cpu")
+        up.upscale_video({str(src)!r}, {str(dst)!r})
+        print("not reached")
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=cli_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_partial(proc, dst.parent, "long_x2")
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_TERMINATED, stderr  # not killed by the signal (-15): cleaned up first
+    assert stdout == "" and "Traceback" not in stderr, stderr
+    assert partials_under(tmp_path) == [] and not dst.exists() and not dst.parent.exists()
 
 
 def test_sigkill_leaves_a_named_partial_that_the_next_run_cleans_up(tmp_path, slow_x2_path, start_cli, run_cli):
@@ -199,3 +265,66 @@ def test_a_live_runs_partial_is_left_alone_and_not_taken_for_an_output(tmp_path,
     finally:
         other.kill()
         other.wait()
+
+
+# -- errors mid-run (in-process) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_decode_thread_is_joined_before_the_reader_closes(tmp_path, tiny_upscaler, monkeypatch, error):
+    import semlens.io
+
+    src = make_clip(tmp_path / "in.mp4", frames=40, size=(32, 24))
+    real_open = semlens.io.open_source
+    alive_at_close: list[list[str]] = []  # decode threads still running each time the reader closes
+
+    def spying_open(path, **kwargs):
+        reader = real_open(path, **kwargs)
+        real_close = reader.close
+
+        def close() -> None:
+            if threading.current_thread().name != "semlens-decode":  # the thread closing its own reader is fine
+                alive_at_close.append([t.name for t in threading.enumerate()
+                                       if t.name == "semlens-decode" and t.is_alive()])
+            real_close()
+
+        reader.close = close
+        return reader
+
+    monkeypatch.setattr(semlens.io, "open_source", spying_open)
+
+    def progress(done: int, total: int | None) -> None:
+        if done == 2:  # early: the decode thread is frames ahead, far from the end of the clip
+            raise error("stop")
+
+    with pytest.raises(error):
+        tiny_upscaler.upscale_video(src, tmp_path / "out.mp4", preset="ultrafast", progress=progress)
+    assert alive_at_close and all(names == [] for names in alive_at_close), alive_at_close
+    assert not any(t.name == "semlens-decode" for t in threading.enumerate())
+    assert partials_under(tmp_path) == [] and not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("out_name", ["out.mp4", "frames"])
+def test_a_failed_run_removes_only_the_empty_folders_it_created(tmp_path, tiny_upscaler, out_name):
+    src = make_clip(tmp_path / "in.mp4", frames=12, size=(32, 24))
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    dst = existing / "new" / "busy" / "deeper" / out_name
+
+    def progress(done: int, total: int | None) -> None:
+        # Meanwhile, someone else puts a file in one of the folders the run made.
+        (existing / "new" / "busy" / "notes.txt").write_text("keep me")
+        if done == 2:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        tiny_upscaler.upscale_video(src, dst, preset="ultrafast", progress=progress)
+    assert sorted(p.relative_to(existing).as_posix() for p in existing.rglob("*")) == [
+        "new", "new/busy", "new/busy/notes.txt"]  # "deeper" went; the folders still in use and "existing" stay
+    assert partials_under(tmp_path) == []
+
+    shutil.rmtree(existing / "new")
+    with pytest.raises(RuntimeError):
+        tiny_upscaler.upscale_video(src, dst, preset="ultrafast",
+                                    progress=lambda done, total: (_ for _ in ()).throw(RuntimeError("stop")))
+    assert list(existing.iterdir()) == []  # all made by the run, all empty: all removed

@@ -108,6 +108,25 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def _missing_parents(dest: Path) -> list[Path]:
+    """The folders above ``dest`` that do not exist yet, deepest first."""
+    missing = []
+    for folder in dest.parents:
+        if folder.exists() or folder.is_symlink():
+            break
+        missing.append(folder)
+    return missing
+
+
+def _remove_created(folders: list[Path]) -> None:
+    """Remove the folders a failed run created (deepest first), each only while it is empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another writer uses it), or already gone
+            return
+
+
 def _prepare_parent(dest: Path) -> None:
     parent = dest.parent
     try:
@@ -139,28 +158,34 @@ def atomic_output(
     the temporary path is an empty, existing folder.
 
     On any exception, including :class:`KeyboardInterrupt`, the temporary file or folder is removed
-    and the exception propagates; ``dest`` is left untouched. Parent folders are created. Errors:
+    and the exception propagates; ``dest`` is left untouched. Missing parent folders are created,
+    and removed again on an exception (only those this call created, and only while empty). Errors:
     :class:`OutputError` (read-only or unusable folder, ``dest`` is ``source``, nothing written),
     :class:`OutputExistsError` (``dest`` exists and ``overwrite`` is false; checked again before the
     final rename, so a file that appeared meanwhile is not clobbered).
     """
     dest = check_output_path(dest, source=source, overwrite=overwrite, is_dir=is_dir)
-    _prepare_parent(dest)
+    created = _missing_parents(dest)
     tmp = partial_path(dest)
     try:
-        if is_dir:
-            tmp.mkdir()
-        else:
-            with open(tmp, "xb"):
-                pass
-    except PermissionError as exc:
-        raise OutputError(
-            f"cannot write in output folder {str(dest.parent)!r} (permission denied); choose a writable output folder"
-        ) from exc
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write in output folder {str(dest.parent)!r} ({exc.strerror or exc}); choose another output folder"
-        ) from exc
+        _prepare_parent(dest)
+        try:
+            if is_dir:
+                tmp.mkdir()
+            else:
+                with open(tmp, "xb"):
+                    pass
+        except PermissionError as exc:
+            raise OutputError(
+                f"cannot write in output folder {str(dest.parent)!r} (permission denied); choose a writable output folder"
+            ) from exc
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write in output folder {str(dest.parent)!r} ({exc.strerror or exc}); choose another output folder"
+            ) from exc
+    except BaseException:
+        _remove_created(created)
+        raise
 
     try:
         yield tmp
@@ -169,6 +194,7 @@ def atomic_output(
         _commit(tmp, dest, overwrite=overwrite, is_dir=is_dir)
     except BaseException:
         _remove(tmp)
+        _remove_created(created)
         raise
 
 
