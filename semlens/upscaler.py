@@ -28,6 +28,7 @@ from semlens.errors import (
 )
 from semlens.executors import FolderExecutor, get_executor
 from semlens.interrupts import check_termination, deferred_termination
+from semlens.io.complete import is_complete_output  # re-exported: callers import it from here
 from semlens.pipeline import StreamSettings, enhance_stream, planar_converter
 from semlens.runtime import tune_allocator
 from semlens.scan import find_videos
@@ -519,28 +520,3 @@ class SemanticLensUpscaler:
         if failed and raise_on_failure:
             raise BatchError(f"{len(failed)} of {len(results)} videos failed (first: {failed[0].input}: {failed[0].error})")
         return results
-
-
-def is_complete_output(src: Path, dst: Path, scale: int) -> bool:
-    """True when ``dst`` decodes as the finished upscale of ``src``: scale times the size and the
-    same number of frames (counted from packets, without decoding)."""
-    import av
-
-    from semlens.io import probe
-
-    try:
-        a, b = probe(src), probe(dst)
-    except SemlensError:
-        return False
-    if (b.width, b.height) != (a.width * scale, a.height * scale):
-        return False
-
-    def count(path: Path) -> int:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            return sum(1 for p in container.demux(stream) if p.size > 0)
-
-    try:
-        return count(src) == count(dst)
-    except (av.error.FFmpegError, OSError):
-        return False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -24,6 +27,7 @@ from semlens.io import (
     probe,
     read_image,
 )
+from semlens.io.writer import OutputFile
 
 
 def transcode(src: Path, dst: Path, scale: int = 1, **kwargs) -> VideoWriter:
@@ -393,3 +397,135 @@ def test_image_sequence_writer(tmp_path):
     assert np.array_equal(read_image(files[1]), pattern_frame(1, 32, 16))
     deep = read_image(files[3])
     assert deep.dtype == np.uint16 and np.array_equal(deep, pattern_frame(3, 32, 16, dtype=np.uint16))
+
+
+# -- reproducible encoding --------------------------------------------------------------------------
+
+
+def _encode_upscaled_clip(path: Path, options: dict[str, str] | None = None) -> bytes:
+    """The frames of a 160x90 gradient clip with moving squares, doubled to 320x180, through the
+    default libx264 writer (RGB frames, converted by the writer between encoder calls)."""
+    with VideoWriter(path, width=320, height=180, fps=24, options=options) as writer:
+        for i in range(24):
+            small = pattern_frame(i, 160, 90)
+            writer.write(np.repeat(np.repeat(small, 2, axis=0), 2, axis=1), i)
+    return path.read_bytes()
+
+
+def test_x264_output_is_the_same_file_every_time(tmp_path):
+    runs = [_encode_upscaled_clip(tmp_path / f"run{k}.mp4") for k in range(4)]
+    assert all(run == runs[0] for run in runs[1:])
+    # and the same as x264's plain C code gives: the file does not depend on the CPU's SIMD
+    # (x264's vectorised macroblock-tree code rounds differently, and its AVX-512 version read
+    # memory it never wrote, so files differed from run to run)
+    assert _encode_upscaled_clip(tmp_path / "c.mp4", {"x264-params": "asm=0"}) == runs[0]
+
+
+def test_the_callers_encoder_parameters_are_added_to_the_writers(tmp_path):
+    data = _encode_upscaled_clip(tmp_path / "a.mp4", {"x264-params": "bframes=0"})
+    assert b" bframes=0 " in data  # x264 writes its settings into the stream
+    assert _encode_upscaled_clip(tmp_path / "b.mp4", {"x264-params": "bframes=0:asm=0"}) == data
+
+
+# -- timestamps in every container ------------------------------------------------------------------
+
+
+def _stream_times(path: Path, kind: str) -> list[Fraction]:
+    """Presentation times of the decoded frames of the first ``kind`` stream, in decoding order."""
+    with av.open(str(path)) as container:
+        stream = next(s for s in container.streams if s.type == kind)
+        return [frame.pts * stream.time_base for frame in container.decode(stream)]
+
+
+@pytest.mark.parametrize("sample_rate", [48000, 44100])  # AAC priming: 21.3 ms, 23.2 ms
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [(".mp4", t) for t in (".mp4", ".m4v", ".mov", ".mkv", ".ts")]
+    + [(".mkv", t) for t in (".mkv", ".mp4", ".ts")]
+    + [(".ts", ".ts"), (".mov", ".mkv")],
+)
+def test_every_output_frame_keeps_its_input_frames_time(tmp_path, source, target, sample_rate):
+    # medium: B-frames in the source and in the output; an AAC track that starts before the video
+    src = make_clip(tmp_path / f"in{source}", frames=12, fps=24, audio=True, preset="medium",
+                    sample_rate=sample_rate)
+    dst = tmp_path / f"out{target}"
+    writer = transcode(src, dst, scale=2)
+    assert writer.copied_streams  # the audio went along
+    src_times, out_times = _stream_times(src, "video"), _stream_times(dst, "video")
+    assert len(out_times) == len(src_times) == 12
+    if target == ".mkv":  # Matroska stores milliseconds
+        assert out_times == [round(t * 1000) / Fraction(1000) for t in src_times]
+    else:
+        assert out_times == src_times
+    # the audio keeps its time against the video (within Matroska's millisecond)
+    src_audio, out_audio = packet_dump(src, "audio"), packet_dump(dst, "audio")
+    assert len(out_audio) == len(src_audio)
+    if target != ".ts":  # MPEG-TS carries AAC with ADTS headers
+        assert [p for _, p in out_audio] == [p for _, p in src_audio]
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        first = [next(c.demux(c.streams.audio[0])) for c in (a, b)]
+        starts = [p.pts * p.time_base for p in first]
+    assert abs(starts[1] - starts[0]) <= Fraction(1, 2000)
+
+
+def test_webm_output_keeps_the_times(tmp_path):
+    src = make_clip(tmp_path / "in.mkv", frames=8, fps=24, audio=True, audio_codec="libopus")
+    dst = tmp_path / "out.webm"
+    transcode(src, dst, codec="libvpx-vp9", crf=40)
+    assert _stream_times(dst, "video") == [round(t * 1000) / Fraction(1000) for t in _stream_times(src, "video")]
+    assert probe(dst).audio_codecs == ("opus",)
+
+
+def test_avi_output_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(OutputError, match="AVI stores no timestamps.*write .mkv or .mp4") as info:
+        VideoWriter(tmp_path / "out.avi", width=64, height=48)
+    assert info.value.exit_code == 6
+    assert not (tmp_path / "out.avi").exists()
+
+
+# -- what to use instead ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("suffix", "codec"), [(".webm", "libvpx-vp9"), (".gif", "gif")])
+def test_a_container_that_cannot_hold_the_codec_names_one_that_works(tmp_path, suffix, codec):
+    with pytest.raises(OutputError, match=f"use codec {codec} \\(--codec {codec}\\)") as info:
+        VideoWriter(tmp_path / f"out{suffix}", width=64, height=48)
+    assert "codec libx264" not in str(info.value)  # libx264 is what was refused
+    # and the suggestion works
+    with VideoWriter(tmp_path / f"out{suffix}", width=64, height=48, fps=10, codec=codec) as writer:
+        for i in range(3):
+            writer.write(pattern_frame(i, 64, 48), i)
+    assert len(read_frames(tmp_path / f"out{suffix}")[0]) == 3
+
+
+# -- disk errors ------------------------------------------------------------------------------------
+
+
+class _FullDisk(io.FileIO):
+    """A file on a disk with ``room`` bytes left: writing past them fails with ENOSPC."""
+
+    room = 0
+
+    def write(self, data):  # type: ignore[override]
+        if self.tell() + len(memoryview(data)) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+@pytest.mark.parametrize(("codec", "suffix"), [("libx264", ".mp4"), ("ffv1", ".mkv"), ("libx264", ".mkv")])
+@pytest.mark.parametrize("room", [0, 3000, 12000])  # the header, the frames, the trailer and close
+def test_a_full_disk_is_an_output_error_naming_the_file_and_the_cause(tmp_path, monkeypatch, capfd, codec, suffix,
+                                                                       room):
+    monkeypatch.setattr(_FullDisk, "room", room)
+    monkeypatch.setattr(OutputFile, "opener", staticmethod(lambda path: io.BufferedRandom(_FullDisk(path, "w+b"))))
+    src = make_clip(tmp_path / "in.mp4", frames=10, audio=True)
+    dst = tmp_path / f"out{suffix}"
+    with pytest.raises(OutputError) as info:
+        transcode(src, dst, scale=4, codec=codec)
+    message = str(info.value)
+    assert info.value.exit_code == 6
+    assert f"{tmp_path}{os.sep}.out." in message  # the file being written, beside the output
+    assert "No space left on device" in message and "\n" not in message
+    assert "PyAV" not in message and "Errno" not in message
+    assert not dst.exists() and list(tmp_path.iterdir()) == [src]  # the partial file is gone
+    assert "exception being dropped" not in capfd.readouterr().err

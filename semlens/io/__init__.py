@@ -18,6 +18,7 @@ from .atomic import (
     partial_path,
     remove_stale_partials,
 )
+from .complete import is_complete_output
 from .images import (
     DEFAULT_FPS,
     IMAGE_EXTENSIONS,
@@ -67,6 +68,7 @@ __all__ = [
     "choose_pix_fmt",
     "encoder_pix_fmts",
     "find_partials",
+    "is_complete_output",
     "is_image_folder",
     "is_video_file",
     "list_images",

@@ -37,7 +37,7 @@ MAX_DIMENSION = 16384
 
 def describe(exc: BaseException) -> str:
     """A short, one-line description of an FFmpeg/PyAV exception."""
-    if isinstance(exc, av.error.FFmpegError):
+    if isinstance(exc, (av.error.FFmpegError, OSError)):
         text = getattr(exc, "strerror", None) or str(exc)
     else:
         text = str(exc) or type(exc).__name__

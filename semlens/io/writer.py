@@ -8,11 +8,21 @@ and no conversion happens here. The video stream gets the source's time base and
 input pts, so frame count, duration and variable frame rate are kept exactly (no re-timing).
 Each packet gets its frame's duration (the gap to the next pts; pass ``duration=`` for the last
 frame, e.g. ``frame.duration`` from the reader, else it lasts as long as the one before it).
-Limits set by containers, not by us: Matroska stores milliseconds, so finer pts are rounded to
-1 ms; and a container that cannot start below zero (Matroska, when the source's audio starts
-before the video through an mp4 edit list, typically the 21 ms AAC priming) has every stream
-shifted by that lead, as FFmpeg does, which keeps audio/video sync and all gaps. MP4/MOV keep
-the source's pts exactly (the movie timescale is set to the video track's for the edit list).
+MP4/MOV keep the source's pts exactly (the movie timescale is set to the video track's for the
+edit list). Matroska/WebM and MPEG-TS keep them too where FFmpeg would shift every stream to
+start at zero: a copied stream that starts before the video (the AAC priming of an mp4 source,
+21-23 ms) keeps its negative start (Matroska stores it relative to the first cluster, MPEG-TS
+modulo 2**33), and so do the B-frame decoding times in MPEG-TS. Matroska stores milliseconds, so
+finer pts are rounded to 1 ms. AVI stores no timestamps at all (its frames read back shifted, out
+of order with B-frames, and at a constant rate): it is refused with an :class:`OutputError`.
+
+Encoding is reproducible: the same frames and settings give the same file, byte for byte.
+libx264 runs with ``cpu-independent=1`` (its canonical macroblock-tree code instead of SIMD
+versions that differ from one another, and of which the AVX-512 ones gave a different file on
+every run); its output still depends on its thread count, which follows the number of CPUs.
+
+Errors of the file itself (``ENOSPC``, disk full, while writing frames, the trailer or on
+closing) are :class:`OutputError` with the file's path and the cause, via :class:`OutputFile`.
 
 Other streams: audio and subtitle streams of ``source_path`` are copied packet for packet (no
 re-encode) with their metadata, language and disposition. They are read from a second demuxer as
@@ -42,6 +52,7 @@ Pixel formats (``pix_fmt=None`` picks automatically, see :func:`choose_pix_fmt`)
 from __future__ import annotations
 
 import functools
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -118,6 +129,10 @@ _MUXER_OWNED_TAGS = {
 }
 
 _MP4_FAMILY = {"mp4", "mov", "ipod", "3gp", "3g2", "psp", "ismv", "f4v"}
+# Containers whose streams keep a start below zero when FFmpeg is told not to shift them.
+_NEGATIVE_TS_FORMATS = {"matroska", "webm", "mpegts"}
+# Encoders suggested, in this order, when a container cannot hold the one asked for.
+_SUGGESTED_CODECS = ("libx264", "libvpx-vp9", "libsvtav1", "libx265", "ffv1", "gif")
 
 
 class OutputWarning(UserWarning):
@@ -300,6 +315,12 @@ def _codec_options(codec: str, crf: int | float | None, preset: str | None) -> d
             opts["crf"] = str(crf)
         if preset:
             opts["preset"] = str(preset)
+        if codec == "libx264":
+            # x264's SIMD versions of the macroblock-tree cost propagation are not bit-exact with
+            # one another, and the AVX-512 ones read memory they never wrote, so the same frames
+            # gave different files from run to run. The canonical versions make the output
+            # depend only on the frames and the settings (and x264's thread count).
+            opts["x264-params"] = "cpu-independent=1"
         if codec == "libx265":
             opts["x265-params"] = "log-level=error"
     elif codec == "libsvtav1":
@@ -314,6 +335,19 @@ def _codec_options(codec: str, crf: int | float | None, preset: str | None) -> d
     return opts
 
 
+def _merge_options(opts: dict[str, str], extra: dict[str, str] | None) -> dict[str, str]:
+    """``opts`` updated with the caller's ``extra``; encoder parameter lists (``x264-params``,
+    ``x265-params``) are joined, the caller's entries last so that they win."""
+    merged = dict(opts)
+    for key, value in (extra or {}).items():
+        value = str(value)
+        if key.endswith("-params") and merged.get(key):
+            merged[key] = f"{merged[key]}:{value}"
+        else:
+            merged[key] = value
+    return merged
+
+
 def _mov_track_timescale(time_base: Fraction) -> int:
     """The timescale FFmpeg's mp4 muxer gives a video track of this time base."""
     scale = time_base.denominator
@@ -322,12 +356,115 @@ def _mov_track_timescale(time_base: Fraction) -> int:
     return min(scale, 2**31 - 1)
 
 
+def _container_hint(format_name: str, codec: str) -> str:
+    """What to do when the ``format_name`` container refuses ``codec``: the bundled encoders it
+    does hold, else .mkv."""
+    fits = []
+    for candidate in _SUGGESTED_CODECS:
+        if candidate == codec:
+            continue
+        try:
+            av.Codec(candidate, "w")
+            with av.open(io.BytesIO(), mode="w", format=format_name) as probe:
+                probe.add_stream(candidate)
+        except AV_ERRORS:
+            continue
+        fits.append(candidate)
+    if not fits:
+        return "write .mkv instead (it holds every codec)"
+    alternatives = " or ".join(f"codec {c} (--codec {c})" for c in fits[:2])
+    return f"use {alternatives}, or write .mkv (it holds every codec)"
+
+
 def _copy_tags(tags: dict[str, str], into: dict[str, Any]) -> None:
     for key, value in tags.items():
         k = key.lower()
         if k in _MUXER_OWNED_TAGS or k.startswith("_statistics"):
             continue
         into[key] = value
+
+
+def _open_binary(path: Path) -> Any:
+    return open(path, "w+b")
+
+
+class OutputFile:
+    """The file a :class:`VideoWriter` muxes into: a binary file that remembers its first error.
+
+    PyAV turns an exception of a Python file object into "Error in PyAV callback", or drops it
+    where FFmpeg ignores a failed write (while writing the trailer, for one). So the first
+    ``OSError`` (e.g. ``ENOSPC``, disk full) is kept in ``error`` instead of raised, the file is
+    closed, and later writes and seeks go nowhere; the writer checks ``error`` after each step and
+    reports the real cause, and never a file that lost data as finished.
+    """
+
+    opener = staticmethod(_open_binary)
+
+    def __init__(self, path: str | Path) -> None:
+        self.name = str(path)  # muxers that rewrite the file (mp4 faststart) reopen it by name
+        self._file = self.opener(Path(path))
+        self.error: OSError | None = None
+        self._pos = 0  # the position once the file failed
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = exc
+        self._pos = self._file.tell() if not self._file.closed else 0
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the buffered bytes are lost either way
+
+    def read(self, size: int = -1) -> bytes:
+        if self.error is not None:
+            return b""
+        try:
+            return self._file.read(size)
+        except OSError as exc:
+            self._fail(exc)
+            return b""
+
+    def write(self, data: bytes) -> int:
+        if self.error is None:
+            try:
+                return self._file.write(data)
+            except OSError as exc:
+                self._fail(exc)
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if self.error is None:
+            try:
+                return self._file.seek(offset, whence)
+            except OSError as exc:  # seeking flushes the buffer
+                self._fail(exc)
+        self._pos = offset if whence == os.SEEK_SET else self._pos + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos if self.error is not None else self._file.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._file.closed)
+
+    def close(self) -> None:
+        """Flush and close; a failed flush is kept in ``error`` (and not raised)."""
+        if self._file.closed:
+            return
+        try:
+            self._file.close()
+        except OSError as exc:
+            self.error = self.error or exc
 
 
 class VideoWriter:
@@ -420,7 +557,7 @@ class VideoWriter:
         self._warned_pts = False
         self._closed = False
         self._out: Any | None = None
-        self._file: Any | None = None
+        self._file: OutputFile | None = None
         self._aux: Any | None = None
         self._aux_iter: Any | None = None
         self._aux_pending: Any | None = None
@@ -466,7 +603,7 @@ class VideoWriter:
         try:
             self._out.start_encoding()
         except AV_ERRORS as exc:
-            raise OutputError(f"cannot write the header of {str(self.path)!r} ({describe(exc)})") from exc
+            raise OutputError(f"cannot write the header of {str(self.path)!r} ({self._reason(exc)})") from exc
 
     def _teardown(self) -> None:
         """Drop the output and the second demuxer without writing anything more."""
@@ -505,8 +642,13 @@ class VideoWriter:
             raise OutputError(
                 f"cannot create {str(self.path)!r} ({describe(exc)}); use a known video extension such as .mp4 or .mkv"
             ) from exc
+        if "avi" in fmt_name.split(","):
+            raise OutputError(
+                f"cannot write {str(self.path)!r}: AVI stores no timestamps (frames would come out shifted, "
+                "B-frames out of order, a variable frame rate lost); write .mkv or .mp4 instead"
+            )
         try:
-            self._file = open(self.path, "w+b")  # closed in close() / abort()
+            self._file = OutputFile(self.path)  # closed in close() / abort()
         except OSError as exc:
             raise OutputError(f"cannot create {str(self.path)!r} ({exc.strerror or exc})") from exc
         try:
@@ -521,9 +663,14 @@ class VideoWriter:
             # Edit lists (a start offset, B-frame delay) are stored in the movie timescale, 1/1000 s
             # by default: use the video track's timescale so that a start pts survives exactly.
             out.options["movie_timescale"] = str(_mov_track_timescale(self.time_base))
+        if fmt_names & _NEGATIVE_TS_FORMATS:
+            # FFmpeg would shift every stream so that none starts below zero (the AAC priming of an
+            # mp4 source's audio, the B-frame delay in MPEG-TS), moving the video off its source
+            # times. Matroska stores a negative time relative to its first cluster and MPEG-TS
+            # wraps it modulo 2**33, so the times are kept as they are.
+            out.options["avoid_negative_ts"] = "disabled"
 
-        opts = _codec_options(self.codec, crf, preset)
-        opts.update({k: str(v) for k, v in (options or {}).items()})
+        opts = _merge_options(_codec_options(self.codec, crf, preset), options)
         try:
             if self._template is not None:  # packet mode: the template's codec parameters, no encoder
                 stream = out.add_stream_from_template(self._template)
@@ -532,7 +679,7 @@ class VideoWriter:
         except AV_ERRORS as exc:
             raise OutputError(
                 f"the {out.format.name.split(',')[0]} container cannot hold {self.codec} video ({describe(exc)}); "
-                f"use .mkv (holds every codec) or codec libx264"
+                f"{_container_hint(out.format.name, self.codec)}"
             ) from exc
         self._stream = stream
         stream.time_base = self.time_base
@@ -768,7 +915,8 @@ class VideoWriter:
         try:
             self._out.mux(packet)
         except AV_ERRORS as exc:
-            raise OutputError(f"writing {str(self.path)!r} failed ({describe(exc)})") from exc
+            raise self._write_error(exc) from exc
+        self._check_file()
         self.frames_written += 1
 
     def _encode(self, frame: Any) -> None:
@@ -779,7 +927,8 @@ class VideoWriter:
         try:
             self._mux_video(self._stream.encode(frame))
         except AV_ERRORS as exc:
-            raise OutputError(f"writing {str(self.path)!r} failed ({describe(exc)})") from exc
+            raise self._write_error(exc) from exc
+        self._check_file()
 
     def _mux_video(self, packets: list[Any]) -> None:
         """Mux encoded packets, giving each the duration of its frame (encoders guess it from the
@@ -790,6 +939,21 @@ class VideoWriter:
             if duration:
                 packet.duration = duration
             self._out.mux(packet)
+
+    # -- errors of the file ----------------------------------------------------------------------
+    def _reason(self, exc: BaseException) -> str:
+        """Why ``exc`` happened, in a few words: the file's own error (e.g. "No space left on
+        device") when there was one, as PyAV reports those only as "Error in PyAV callback"."""
+        error = self._file.error if self._file is not None else None
+        return describe(error if error is not None else exc)
+
+    def _write_error(self, exc: BaseException) -> OutputError:
+        return OutputError(f"writing {str(self.path)!r} failed ({self._reason(exc)})")
+
+    def _check_file(self) -> None:
+        """Raise the file's error, which PyAV may have dropped after a failed write."""
+        if self._file is not None and self._file.error is not None:
+            raise self._write_error(self._file.error) from self._file.error
 
     # -- remuxing of the other streams -----------------------------------------------------------
     def _pump_aux(self, until: Fraction | None) -> None:
@@ -826,6 +990,7 @@ class VideoWriter:
                 self._out.mux(packet)
                 self.copied_packets += 1
             except AV_ERRORS as exc:
+                self._check_file()  # a disk error is the file's, not the stream's
                 label = f"#{packet.stream_index}"
                 if label not in self.skipped_streams:
                     self.skipped_streams.append(label)
@@ -868,9 +1033,15 @@ class VideoWriter:
             self._out.close()
             if self._file is not None:
                 self._file.close()
-        except AV_ERRORS as exc:
+                if self._file.error is not None:
+                    raise self._file.error
+        except OutputError:
             self.abort()
-            raise OutputError(f"finishing {str(self.path)!r} failed ({describe(exc)})") from exc
+            raise
+        except AV_ERRORS as exc:
+            reason = self._reason(exc)
+            self.abort()
+            raise OutputError(f"finishing {str(self.path)!r} failed ({reason})") from exc
         finally:
             self._close_aux()
         self._out = None
