@@ -4,9 +4,16 @@ Every failure the user can cause or fix (a missing file, a file that is not a vi
 output, bad weights, no network) is raised as a :class:`SemlensError` subclass whose message is one
 line saying what happened and what to do next. Each class carries the exit code that the command
 line uses for it, so scripts can tell failures apart.
+
+Messages name options as the library spells them, as keyword arguments (``overwrite=True``,
+``extractor='lite'``); the command line words them as its flags (``--overwrite``,
+``--extractor lite``). A message may give both, ``overwrite=True (--overwrite)``: ``str(error)``
+then keeps the library's spelling only.
 """
 
 from __future__ import annotations
+
+import re
 
 __all__ = [
     "SemlensError",
@@ -16,6 +23,7 @@ __all__ = [
     "OutputError",
     "WeightsError",
     "ModelNotFoundError",
+    "ExtractorMismatchError",
     "DownloadError",
     "NothingToDoError",
     "BatchError",
@@ -25,11 +33,17 @@ __all__ = [
 
 EXIT_INTERRUPTED = 130
 
+# "name=value (--flag)": an option in both spellings; str() keeps "name=value".
+_BOTH_SPELLINGS = re.compile(r"\b([A-Za-z_]\w*=\S+) \(--[a-z][a-z0-9-]*\)")
+
 
 class SemlensError(Exception):
     """Base class of every error semlens raises on purpose."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return _BOTH_SPELLINGS.sub(r"\1", super().__str__())
 
 
 class InputNotFoundError(SemlensError, FileNotFoundError):
@@ -67,6 +81,13 @@ class ModelNotFoundError(SemlensError, LookupError):
     """A model name, path or repo id cannot be resolved (unknown name, offline and not cached)."""
 
     exit_code = 8
+
+
+class ExtractorMismatchError(SemlensError, ValueError):
+    """The extractor asked for cannot drive the model (its tokens have other sizes than those the
+    model was built for): a usage error, fixed by choosing the extractor the model was trained with."""
+
+    exit_code = 12
 
 
 class DownloadError(SemlensError, OSError):

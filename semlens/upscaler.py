@@ -19,6 +19,7 @@ import torch
 from semlens.enhancer import PixelEnhancer
 from semlens.errors import (
     BatchError,
+    ExtractorMismatchError,
     InputNotFoundError,
     InvalidInputError,
     ModelNotFoundError,
@@ -36,7 +37,7 @@ from semlens.semantics import InstanceExtractor, build_extractor, extractor_dims
 from semlens.tiling import DEFAULT_TILE_OVERLAP
 
 __all__ = ["SemanticLensUpscaler", "UpscaleResult", "Progress", "resolve_device", "resolve_dtype",
-           "default_model_name", "output_path_for"]
+           "default_model_name", "output_path_for", "check_extractor_fits"]
 
 Progress = Callable[[int, "int | None"], None]
 """``progress(frames_done, frames_total_or_None)``, called after every output frame."""
@@ -95,6 +96,21 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype not in names:
         raise ValueError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16")
     return names[dtype]
+
+
+def check_extractor_fits(model: PixelEnhancer, extractor: str, dims: tuple[int, int], *,
+                         model_name: str | None = None, trained_with: str | None = None) -> None:
+    """Raise :class:`ExtractorMismatchError` unless the extractor named ``extractor``, whose
+    instance and scene tokens have ``dims`` sizes, can drive ``model`` (``"none"`` fits any model)."""
+    want = (model.config.instance_dim, model.config.global_dim)
+    if extractor == "none" or tuple(dims) == want:
+        return
+    which = f"model {model_name!r}" if model_name else "the model"
+    advice = (f"use extractor={trained_with!r}, the one it was trained with" if trained_with
+              else "use the extractor the model was trained with")
+    raise ExtractorMismatchError(
+        f"extractor {extractor!r} gives {dims[0]}-d instance and {dims[1]}-d scene tokens but {which} expects "
+        f"{want[0]}-d and {want[1]}-d; {advice}")
 
 
 def default_model_name(scale: int) -> str:
@@ -285,11 +301,7 @@ class SemanticLensUpscaler:
         tune_allocator()
         if isinstance(extractor, str):
             extractor = build_extractor(extractor)
-        want = (model.config.instance_dim, model.config.global_dim)
-        if extractor.name != "none" and (extractor.instance_dim, extractor.global_dim) != want:
-            raise ModelNotFoundError(
-                f"extractor {extractor.name!r} gives {extractor.instance_dim}-d tokens but the model expects "
-                f"{want[0]}-d; use the extractor the model was trained with")
+        check_extractor_fits(model, extractor.name, (extractor.instance_dim, extractor.global_dim))
         self.model = model.to(self.device).eval()
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -338,12 +350,9 @@ class SemanticLensUpscaler:
             raise ModelNotFoundError(f"model {name!r} upscales x{loaded.scale}, not x{scale}; "
                                      f"drop --scale or pick a x{scale} model")
         ext = extractor if extractor is not None else loaded.extractor
-        if isinstance(ext, str):
-            dims = extractor_dims(ext)
-            if ext != "none" and dims != (loaded.config.instance_dim, loaded.config.global_dim):
-                raise ModelNotFoundError(
-                    f"model {loaded.name!r} was trained with extractor {loaded.extractor!r}; {ext!r} gives "
-                    f"other token sizes ({dims[0]}-d); use --extractor {loaded.extractor}")
+        if isinstance(ext, str):  # checked before the extractor is built (a SAM checkpoint is large)
+            check_extractor_fits(loaded.model, ext, extractor_dims(ext), model_name=loaded.name,
+                                 trained_with=loaded.extractor)
         net = loaded.model
         if compile:
             net = torch.compile(net)  # type: ignore[assignment]
@@ -481,11 +490,9 @@ class SemanticLensUpscaler:
         videos = find_videos(src)
         if not videos:
             raise NothingToDoError(f"no videos found in {str(src)!r} (looked for common video extensions, recursively)")
-        src_real = src.resolve()
-        dst_real = dst.resolve()
+        if dst.resolve() == src.resolve():
+            raise OutputError("the output folder is the input folder; choose another output folder")
         if remote is not None:
-            if dst_real == src_real:
-                raise OutputError("the output folder is the input folder; choose another output folder")
             pairs = [(video, output_path_for(video.relative_to(src), dst)) for video in videos]
             videos = []  # done by the executor: nothing left for the local loop below
             results = remote.run(self, pairs, overwrite=overwrite, skip_existing=skip_existing, on_start=on_start,
@@ -496,8 +503,6 @@ class SemanticLensUpscaler:
             check_termination()
             rel = video.relative_to(src)
             target = output_path_for(rel, dst)
-            if dst_real == src_real:
-                raise OutputError("the output folder is the input folder; choose another output folder")
             if on_start is not None:
                 on_start(video, target)
             try:

@@ -30,7 +30,11 @@ class SemlensGroup(click.Group):
         except SemlensError as exc:
             if debug():
                 raise
-            click.echo(f"error: {exc}", err=True)
+            from semlens_cli.wording import cli_wording
+
+            name = ctx.invoked_subcommand
+            command = self.get_command(ctx, name) if name else None
+            click.echo(f"error: {cli_wording(str(exc), command)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             if debug():

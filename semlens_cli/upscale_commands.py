@@ -12,6 +12,7 @@ import click
 
 from semlens_cli.notices import QUIET, notice
 from semlens_cli.progress import DeferredInterrupt, FrameProgress, console
+from semlens_cli.wording import cli_wording
 
 
 def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: str, extractor: str | None,
@@ -181,7 +182,7 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
     if not quiet:
         _summary(results, input_path, links_leaving(input_path))
     for r in failed:
-        click.echo(f"error: {r.input}: {r.error}", err=True)
+        click.echo(f"error: {r.input}: {cli_wording(r.error or '')}", err=True)
     if failed:
         raise BatchError(f"{len(failed)} of {len(results)} videos failed")
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["ResidualBlock", "residual_stack"]
+__all__ = ["MASKED_LOGIT", "ResidualBlock", "residual_stack"]
+
+#: The logit given to masked attention positions. ``exp(-1e4)`` is exactly 0 in float32, so they
+#: get no weight at all, and unlike ``-inf`` it is finite in float16 (a fully masked row stays finite).
+MASKED_LOGIT = -1.0e4
 
 
 class ResidualBlock(nn.Module):

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ImplicitMaskedAlignment"]
+from semlens.enhancer.blocks import MASKED_LOGIT
 
-_MASKED = -1.0e4  # exp(-1e4) is exactly 0 in float32: masked positions get no weight at all
+__all__ = ["ImplicitMaskedAlignment"]
 
 
 class ImplicitMaskedAlignment(nn.Module):
@@ -87,12 +87,12 @@ class ImplicitMaskedAlignment(nn.Module):
 
         # Positions outside the frame never take part; with instance ids, a query only looks at its
         # own instance (where its instance is in reach at all, else at every position in the frame).
-        logits.masked_fill_(self._outside(h, w, q.device), _MASKED)
+        logits.masked_fill_(self._outside(h, w, q.device), MASKED_LOGIT)
         if reference_ids is not None and support_ids is not None:
             sup = F.pad(support_ids, pad, value=-1)  # -1 matches no instance
             same = torch.stack([sup[:, dy:dy + h, dx:dx + w] == reference_ids for dy, dx in shifts], dim=1)
             has_match = same.any(dim=1, keepdim=True)
-            logits.masked_fill_(has_match & ~same, _MASKED)
+            logits.masked_fill_(has_match & ~same, MASKED_LOGIT)
         attn = torch.softmax(logits, dim=1)  # (B, K, h, w)
         values = F.pad(value, pad)
         out = torch.zeros_like(value)

@@ -14,9 +14,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["EventAggregator", "InstanceSpecificSemanticEmbedding", "TilePooling"]
+from semlens.enhancer.blocks import MASKED_LOGIT
 
-_MASKED = -1.0e4
+__all__ = ["EventAggregator", "InstanceSpecificSemanticEmbedding", "TilePooling"]
 
 
 class EventAggregator(nn.Module):
@@ -131,7 +131,7 @@ class InstanceSpecificSemanticEmbedding(nn.Module):
             own = (slots == 0).expand(b, n1, h * w)
         own = own.to(x.dtype)
         logits = logits + self.own_bias.to(x.dtype).view(1, -1, 1, 1) * own[:, None]
-        logits = logits.masked_fill(~valid[:, None, :, None], _MASKED)
+        logits = logits.masked_fill(~valid[:, None, :, None], MASKED_LOGIT)
         attn = torch.softmax(logits, dim=2)
         mixed = torch.matmul(v, attn).reshape(b, self.heads * self.head_dim, h, w)
         x = x + self.out(mixed)
