@@ -14,14 +14,18 @@ import click
 __all__ = ["models_command", "download_command", "export_command"]
 
 
-def _size(n: int | None) -> str:
-    if n is None:
+def _size(n: int | None, approx: int | None = None) -> str:
+    """``n`` bytes (exact), else ``approx`` bytes as ``~1.25 GB`` (its known digits only), else ``-``."""
+    if n is None and approx is None:
         return "-"
+    value = float(n if n is not None else approx)  # type: ignore[arg-type]
     for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return str(n)
+        if value < 1000 or unit == "GB":
+            break
+        value /= 1000
+    if n is None:
+        return f"~{value:.3g} {unit}"
+    return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def _params(n: int | None) -> str:
@@ -56,9 +60,11 @@ def models_command(as_json: bool) -> None:
         extractor = info.extractor if info.kind == "enhancer" else "(extractor weights)"
         style = _STATUS_STYLE.get(info.status, "")
         status = "not installed" if info.status == "missing" else info.status
-        table.add_row(name, scale, _params(info.parameters), extractor, f"[{style}]{status}[/]", _size(info.size))
+        table.add_row(name, scale, _params(info.parameters), extractor, f"[{style}]{status}[/]", _size(info.size, info.approx_size))
     console = Console()
     console.print(table)
+    if any(i.size is None and i.approx_size is not None for i in infos):
+        console.print("[dim]~: approximate size (the exact size is not known)[/]")
     if any(i.status == "remote" for i in infos):
         console.print("[dim]remote models are downloaded on first use, or ahead of time with `semlens download NAME`[/]")
 

@@ -62,6 +62,21 @@ def test_models_table_and_json(fake_hub: FakeHub, runner: CliRunner, tmp_path: P
     assert fake_hub.requests == []
 
 
+def test_models_shows_an_approximate_size_as_such(fake_hub: FakeHub, runner: CliRunner) -> None:
+    # Only "about 1.25 GB" is known of the ViT-L checkpoint: listed as approximate, no exact count.
+    result = runner.invoke(models_command, [])
+    assert result.exit_code == 0, result.output
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.output.splitlines()]
+    table = {row[0]: row for row in rows if row and row[0].startswith("sam-")}
+    assert table["sam-vit-l"][4:] == ["remote", "~1.25 GB"]
+    assert table["sam-vit-b"][5] == "375.0 MB"  # exact sizes are shown as before
+    assert "~: approximate size" in result.output
+    rows_json = {row["name"]: row for row in json.loads(runner.invoke(models_command, ["--json"]).output)}
+    assert rows_json["sam-vit-l"]["size"] is None and rows_json["sam-vit-l"]["approx_size"] == 1_250_000_000
+    assert rows_json["sam-vit-b"]["approx_size"] is None
+    assert fake_hub.requests == []
+
+
 def test_download_sam_then_listed_as_cached(fake_hub: FakeHub, fake_sam: bytes, runner: CliRunner) -> None:
     result = runner.invoke(download_command, ["sam-vit-b"])
     assert result.exit_code == 0, result.output

@@ -68,7 +68,8 @@ class ModelInfo:
     ``status``: ``"bundled"`` (shipped in the package), ``"cached"`` (in the Hugging Face cache),
     ``"remote"`` (downloadable), ``"missing"`` (registered but no weights anywhere; only listed
     with ``include_unavailable=True``). ``parameters`` is ``None`` for extractor checkpoints;
-    ``size`` is the file size in bytes when known.
+    ``size`` is the file size in bytes when known exactly; otherwise ``approx_size`` may give a
+    rounded size (e.g. 1.25 GB for a file whose exact size is not pinned).
     """
 
     name: str
@@ -80,6 +81,7 @@ class ModelInfo:
     size: int | None
     description: str
     default: bool = False
+    approx_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -368,7 +370,7 @@ def list_models(*, include_extractors: bool = False, include_unavailable: bool =
             ModelInfo(
                 name=spec.name, kind=spec.kind, scale=spec.scale, parameters=_count_parameters(spec, path),
                 extractor=spec.extractor, status=status, size=size, description=spec.description,
-                default=spec.name == DEFAULT_MODEL,
+                default=spec.name == DEFAULT_MODEL, approx_size=None if size is not None else spec.approx_size,
             )
         )
     return infos

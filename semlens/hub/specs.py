@@ -55,7 +55,8 @@ class ModelSpec:
 
     Weights live in a file bundled with the package (``bundled``: a file name inside the package
     data ``semlens.weights``) and/or on the Hugging Face Hub (``repo_id`` + ``revision`` +
-    ``filename``). ``sha256`` (hex) and ``size`` (bytes) are checked when known.
+    ``filename``). ``sha256`` (hex) and ``size`` (bytes) are checked when known. When only a rough
+    size is known, ``approx_size`` (bytes, rounded) is shown as such and never checked.
     """
 
     name: str
@@ -73,6 +74,7 @@ class ModelSpec:
     sha256: str | None = None
     size: int | None = None
     variant: str | None = None
+    approx_size: int | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -97,6 +99,8 @@ class ModelSpec:
                 raise ValueError(f"{self.name}: a Hub location needs 'filename' and 'revision'")
             if not _COMMIT_RE.match(self.revision) and self.sha256 is None:
                 raise ValueError(f"{self.name}: an unpinned revision ({self.revision!r}) needs a sha256")
+        if self.approx_size is not None and self.size is not None:
+            raise ValueError(f"{self.name}: give the exact 'size' or an 'approx_size', not both")
         if self.sha256 is not None and not _SHA256_RE.match(self.sha256):
             raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits")
 
@@ -146,7 +150,7 @@ def _register_all() -> dict[str, ModelSpec]:
             sha256=tiny_sha256.get(scale),
         )
 
-    def sam(variant: str, filename: str, size: int | None, sha256: str) -> ModelSpec:
+    def sam(variant: str, filename: str, size: int | None, sha256: str, approx_size: int | None = None) -> ModelSpec:
         letter = variant.split("_")[1]
         return ModelSpec(
             name=f"sam-vit-{letter}",
@@ -161,6 +165,7 @@ def _register_all() -> dict[str, ModelSpec]:
             filename=f"checkpoints/{filename}",
             sha256=sha256,
             size=size,
+            approx_size=approx_size,
         )
 
     specs = [
@@ -168,9 +173,9 @@ def _register_all() -> dict[str, ModelSpec]:
         tiny(2),
         sam("vit_b", "sam_vit_b_01ec64.pth", 375_042_383,
             "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
-        # Only "about 1.25 GB" is known for ViT-L, so its size is not checked (the sha256 is).
+        # Only "about 1.25 GB" is known for ViT-L: shown as approximate, never checked (the sha256 is).
         sam("vit_l", "sam_vit_l_0b3195.pth", None,
-            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", approx_size=1_250_000_000),
         sam("vit_h", "sam_vit_h_4b8939.pth", 2_564_550_879,
             "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
     ]
