@@ -10,8 +10,10 @@ and for LFS-like files (``.safetensors``, ``.pth``, ...) ``X-Linked-Etag`` (the 
 ``EntryNotFound``).
 
 Switches: ``down`` (every request answered 503), ``wrong_bytes`` (file bodies corrupted, same
-length, headers still those of the real file), ``truncate`` (file bodies cut in half and the
-connection closed). ``requests`` logs ``(method, path)`` of every request.
+length, headers still those of the real file; ``corrupt``: a set of file names corrupted that way),
+``truncate`` (file bodies cut in half and the connection closed), ``opaque_etags`` (ETags that are
+no content id, and no ``X-Linked-Etag``). ``on_get(revision, filename)``, if set, is called while
+a client waits for a file's body (before it is sent). ``requests`` logs ``(method, path)`` of every request.
 
 :func:`fake_hub_env` (and the :func:`fake_hub` fixture around it) starts one, points
 ``HF_ENDPOINT`` and the cache (``HF_HOME``, ``HF_HUB_CACHE``) at it and a temporary folder, and
@@ -30,7 +32,7 @@ import base64
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,7 +66,10 @@ class FakeHub:
         self.auth_headers: list[str | None] = []
         self.down = False
         self.wrong_bytes = False
+        self.corrupt: set[str] = set()
         self.truncate = False
+        self.opaque_etags = False
+        self.on_get: Callable[[str, str], None] | None = None
         self._counter = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -254,10 +259,15 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-Linked-Size"] = str(len(data))
         else:
             headers["ETag"] = f'"{git_blob_sha1(data)}"'
+        if self.hub.opaque_etags:
+            headers.pop("X-Linked-Etag", None)
+            headers["ETag"] = f'"v{len(data)}-{self.hub._counter}"'
         if head:
             self._send(200, data, headers, content_type="application/octet-stream", head=True)
             return
-        if self.hub.wrong_bytes:
+        if self.hub.on_get is not None:
+            self.hub.on_get(revision, filename)
+        if self.hub.wrong_bytes or filename in self.hub.corrupt:
             data = bytes(b ^ 0x5A for b in data)
         if self.hub.truncate:
             self.send_response(200)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hubserver import FakeHub, fake_hub_env, serve_model, tiny_model
+from hubserver import FakeHub, fake_hub_env, saved_model, serve_model, tiny_model
 
 from semlens.errors import DownloadError, ModelNotFoundError
 from semlens.hub import ModelSpec, download, load_model, registry, resolve, resolve_sam_checkpoint
@@ -110,6 +110,56 @@ def test_repo_id_download_is_checked_against_the_lfs_sha256(fake_hub: FakeHub, s
     with pytest.raises(DownloadError, match="checksum mismatch"):
         resolve(REPO)
     assert not list(cache.rglob("model.safetensors"))
+
+
+def test_repo_id_config_is_checked_against_its_git_blob_id(fake_hub: FakeHub, served, cache: Path) -> None:
+    fake_hub.corrupt = {"config.json"}  # a regular (non-LFS) file: its ETag is its git blob id
+    with pytest.raises(DownloadError, match="checksum mismatch.*git blob id") as exc:
+        resolve(REPO)
+    assert "\n" not in str(exc.value)
+    assert not list(cache.rglob("config.json"))
+    fake_hub.corrupt = set()
+    assert resolve(REPO).config is not None
+
+
+def test_repo_id_files_come_from_one_commit_while_the_branch_moves(fake_hub: FakeHub, served) -> None:
+    first = fake_hub.repos[REPO].refs["main"]
+    other_weights, other_config = saved_model(tiny_model(scale=4, seed=5), {"name": "other"})
+    moved: list[str] = []
+
+    def push_during_weights(revision: str, filename: str) -> None:
+        if filename == "model.safetensors" and not moved:  # main moves on between the two files
+            moved.append(fake_hub.commit(REPO, {"model.safetensors": other_weights, "config.json": other_config}))
+
+    fake_hub.on_get = push_during_weights
+    resolved = resolve(REPO)
+    assert moved and moved[0] != first and resolved.config is not None
+    assert resolved.weights.parent.name == resolved.config.parent.name == first
+    loaded = load_model(REPO)  # resolved again: the branch is at the x4 model now, both files with it
+    assert loaded.scale == 4 and loaded.path.parent.name == moved[0]
+
+
+def test_repo_id_cached_files_are_checked_offline(
+    fake_hub: FakeHub, served, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = resolve(REPO).config
+    assert config is not None
+    blob = config.resolve()
+    text = blob.read_bytes()
+    blob.chmod(0o644)
+    blob.write_bytes(text.replace(b'"scale": 2', b'"scale": 4'))  # same size, other content
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DownloadError, match="cached file"):
+        resolve(REPO)
+    assert not blob.exists()
+
+
+def test_repo_id_file_without_a_content_id_is_refused(fake_hub: FakeHub, served, cache: Path) -> None:
+    fake_hub.opaque_etags = True
+    with pytest.raises(DownloadError, match="cannot verify"):
+        resolve(REPO)
+    assert fake_hub.file_requests() == 0 and not list(cache.rglob("model.safetensors"))
+    resolve(served[0].name)  # a registry entry pins its own sha256: no ETag needed
 
 
 def test_corrupt_cache_entry_is_replaced_online_and_reported_offline(
@@ -236,7 +286,9 @@ def test_sam_checkpoint_download_cache_and_explicit_path(
 ) -> None:
     path = resolve_sam_checkpoint("vit_b")
     assert path.read_bytes() == fake_sam and path.name == "sam_vit_b_01ec64.pth"
-    assert fake_hub.requests[-1] == ("GET", f"/{SAM_REPO_ID}/resolve/main/{SAM_FILE}")
+    main = fake_hub.repos[SAM_REPO_ID].refs["main"]  # the branch is resolved to its commit first
+    assert ("HEAD", f"/{SAM_REPO_ID}/resolve/main/{SAM_FILE}") in fake_hub.requests
+    assert [r for r in fake_hub.requests if r[0] == "GET"] == [("GET", f"/{SAM_REPO_ID}/resolve/{main}/{SAM_FILE}")]
     fake_hub.stop()
     assert resolve_sam_checkpoint("sam-vit-b") == path  # cached, branch pin + sha256: no network
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -10,9 +10,13 @@ Rules:
 - a pinned file (known sha256 or a 40-hex commit) is served from the cache without any network
   access when it is there; an unpinned one (a branch of a user's repo) is checked with the Hub when
   online and falls back to the cache when the Hub cannot be reached;
-- a known sha256 (and size) is checked after a download and for cached files (once per process
-  and file); a file that fails is deleted from the cache (snapshot link and blob) and
-  :class:`~semlens.errors.DownloadError` is raised;
+- every file is checked after a download and when taken from the cache (once per process and
+  file): against the sha256 (and size) pinned by the caller when there is one, else against the id
+  the Hub reports for it (its ``ETag``: the sha256 of an LFS file, the git blob id of a regular
+  file; a file the Hub gives no such id for is refused); a cached file without a pinned sha256 is
+  checked against the id it was stored under (the cache names blobs by that ``ETag``). A file that
+  fails is deleted from the cache (snapshot link and blob) and :class:`~semlens.errors.DownloadError`
+  is raised;
 - an unreachable Hub fails fast with :class:`~semlens.errors.DownloadError` and leaves no partial
   (``*.incomplete``) file behind;
 - offline and not cached raises :class:`~semlens.errors.ModelNotFoundError` naming the command
@@ -37,6 +41,8 @@ __all__ = [
     "hub_cache_dir",
     "hub_endpoint",
     "sha256_file",
+    "git_blob_sha1_file",
+    "snapshot_commit",
     "cached_file",
     "fetch_file",
     "remove_cached_file",
@@ -49,8 +55,8 @@ _TRUE = {"1", "on", "yes", "true"}
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _STALE_PARTIAL_SECONDS = 15 * 60
-# (resolved path, size, mtime_ns) -> sha256 of files already hashed by this process.
-_VERIFIED: dict[tuple[str, int, int], str] = {}
+# (algorithm, resolved path, size, mtime_ns) -> digest of files already hashed by this process.
+_VERIFIED: dict[tuple[str, str, int, int], str] = {}
 
 
 def is_offline() -> bool:
@@ -93,19 +99,50 @@ def _endpoint_text() -> str:
     return endpoint
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """The sha256 (hex) of a file, memoised per (path, size, mtime) for this process."""
+def _digest_file(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
     path = Path(path)
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = (algorithm, str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key in _VERIFIED:
         return _VERIFIED[key]
-    digest = hashlib.sha256()
+    if algorithm == "git-sha1":
+        digest = hashlib.sha1(b"blob %d\0" % st.st_size)
+    else:
+        digest = hashlib.sha256()
     with path.open("rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     _VERIFIED[key] = digest.hexdigest()
     return _VERIFIED[key]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """The sha256 (hex) of a file, memoised per (path, size, mtime) for this process."""
+    return _digest_file(path, "sha256", chunk)
+
+
+def git_blob_sha1_file(path: Path, chunk: int = 1 << 20) -> str:
+    """The git blob id (hex sha1 of ``"blob <size>\\0" + content``) of a file: the id the Hub
+    reports as the ``ETag`` of a regular (non-LFS) file. Memoised like :func:`sha256_file`."""
+    return _digest_file(path, "git-sha1", chunk)
+
+
+def _content_id(etag: str | None) -> str | None:
+    """The content id an ETag (or a cache blob name) stands for: a sha256 (64 hex) or a git blob
+    id (40 hex); ``None`` for anything else."""
+    if etag is None:
+        return None
+    value = etag.strip().strip('"').lower()
+    return value if _SHA256_RE.match(value) or _COMMIT_RE.match(value) else None
+
+
+def snapshot_commit(path: Path) -> str | None:
+    """The commit of a file in the Hub cache (``.../snapshots/<commit>/<filename>``), or ``None``."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "snapshots" and _COMMIT_RE.match(parts[i + 1]):
+            return parts[i + 1]
+    return None
 
 
 def _storage_folder(cache: Path, repo_id: str) -> Path:
@@ -190,16 +227,21 @@ def _progress_class(callback: ProgressCallback) -> type:
     return _Bar
 
 
-def _verify(path: Path, sha256: str | None, size: int | None, label: str, *, downloaded: bool) -> None:
-    """Check size and sha256; on mismatch delete the cache entry and raise DownloadError."""
+def _verify(path: Path, sha256: str | None, size: int | None, label: str, *, downloaded: bool,
+            etag: str | None = None) -> None:
+    """Check size and content: against ``sha256`` when pinned, else against the Hub's ``etag``
+    (a sha256 or a git blob id), else against the id the cache stored the file under (its blob
+    name), if it has one. On mismatch delete the cache entry and raise DownloadError."""
     problem = None
     actual_size = path.stat().st_size
+    expected = sha256 or _content_id(etag) or _content_id(path.resolve().name)
     if size is not None and actual_size != size:
         problem = f"size {actual_size} bytes, expected {size}"
-    elif sha256 is not None:
-        actual = sha256_file(path)
-        if actual != sha256:
-            problem = f"sha256 {actual[:16]}…, expected {sha256[:16]}…"
+    elif expected is not None:
+        what = "sha256" if len(expected) == 64 else "git blob id"
+        actual = sha256_file(path) if len(expected) == 64 else git_blob_sha1_file(path)
+        if actual != expected:
+            problem = f"{what} {actual[:16]}…, expected {expected[:16]}…"
     if problem is None:
         return
     remove_cached_file(path)
@@ -234,9 +276,10 @@ def _hub_error(exc: BaseException, label: str, repo_id: str, filename: str, revi
     )
 
 
-def _probe(repo_id: str, filename: str, revision: str, label: str) -> str | None:
-    """One quick HEAD request (no retries) to the Hub: the file's ETag, or an exception raised as
-    a semlens error. Avoids huggingface_hub's long retry loop when the Hub is unreachable."""
+def _probe(repo_id: str, filename: str, revision: str, label: str) -> tuple[str, str]:
+    """One quick HEAD request (no retries) to the Hub: the file's ETag and the commit ``revision``
+    stands for now, or an exception raised as a semlens error. Avoids huggingface_hub's long retry
+    loop when the Hub is unreachable."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     url = hf_hub_url(repo_id, filename, revision=revision, endpoint=hub_endpoint())
@@ -248,7 +291,22 @@ def _probe(repo_id: str, filename: str, revision: str, label: str) -> str | None
         raise DownloadError(
             f"cannot download {label}: {_endpoint_text()} does not answer like a Hugging Face Hub (no commit/ETag headers); check HF_ENDPOINT"
         )
-    return meta.etag
+    return meta.etag, meta.commit_hash
+
+
+def _remember_ref(cache: Path, repo_id: str, revision: str, commit: str) -> None:
+    """Record in the cache that ``revision`` (a branch or tag) stands for ``commit``, as
+    huggingface_hub does (``refs/<revision>``), so the files are found offline by that name."""
+    ref = _storage_folder(cache, repo_id) / "refs" / revision
+    try:
+        if ref.is_file() and ref.read_text().strip() == commit:
+            return
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+        tmp.write_text(commit)
+        os.replace(tmp, ref)
+    except OSError:
+        pass  # only a cache shortcut: the next online call resolves the branch again
 
 
 def fetch_file(
@@ -263,6 +321,9 @@ def fetch_file(
     force: bool = False,
 ) -> tuple[Path, str]:
     """Get ``filename`` of ``repo_id`` at ``revision`` into the Hub cache, verified.
+
+    A branch or tag is resolved to its commit first, and that commit's file is downloaded and
+    checked (:func:`snapshot_commit` of the returned path names it).
 
     ``label`` names the model in messages (``semlens download LABEL`` fetches it). Returns
     ``(path, origin)`` with origin ``"cached"`` or ``"downloaded"``. Raises
@@ -286,13 +347,17 @@ def fetch_file(
             f"run `semlens download {label}` with network access first"
         )
     try:
-        etag = _probe(repo_id, filename, revision, label)
+        etag, commit = _probe(repo_id, filename, revision, label)
     except DownloadError:
-        if cached is not None:  # unpinned file, Hub unreachable: use what we have
+        if cached is not None:  # unpinned file, Hub unreachable: use what we have (checked)
+            _verify(cached, None, size, label, downloaded=False)
             return cached, "cached"
         raise
-    if sha256 is None and etag is not None and _SHA256_RE.match(etag):
-        sha256 = etag  # an LFS file's ETag is its sha256
+    if sha256 is None and _content_id(etag) is None:
+        raise DownloadError(
+            f"cannot verify {label} ({repo_id}@{revision}/{filename}): {_endpoint_text()} reports no sha256 or "
+            f"git blob id for it (ETag {etag!r}); pin the file with a registry entry or use a local copy"
+        )
 
     from huggingface_hub import hf_hub_download
 
@@ -304,7 +369,7 @@ def fetch_file(
             hf_hub_download(
                 repo_id,
                 filename,
-                revision=revision,
+                revision=commit,  # the commit the ETag belongs to, even if the branch moves meanwhile
                 cache_dir=str(cache),
                 endpoint=hub_endpoint(),
                 force_download=force,
@@ -316,5 +381,7 @@ def fetch_file(
         if isinstance(exc, Exception):
             raise _hub_error(exc, label, repo_id, filename, revision) from None
         raise
-    _verify(path, sha256, size, label, downloaded=True)
+    _verify(path, sha256, size, label, downloaded=True, etag=etag)
+    if revision != commit:
+        _remember_ref(cache, repo_id, revision, commit)
     return path, "downloaded"

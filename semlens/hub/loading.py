@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from semlens.errors import ModelNotFoundError, WeightsError
-from semlens.hub.fetch import ProgressCallback, cached_file, fetch_file, sha256_file
+from semlens.hub.fetch import ProgressCallback, cached_file, fetch_file, sha256_file, snapshot_commit
 from semlens.hub.format import (
     CONFIG_NAME,
     TORCH_SUFFIXES,
@@ -221,10 +221,14 @@ def _resolve_path(path: Path, source: str) -> ResolvedModel:
     return ResolvedModel(path, _sidecar_config(path), None, "path", source)
 
 
-def _resolve_repo(repo_id: str, revision: str, source: str, progress: ProgressCallback | None = None) -> ResolvedModel:
-    label = source
-    weights, origin = fetch_file(repo_id, WEIGHTS_NAME, revision, label=label, progress=progress)
-    config, _ = fetch_file(repo_id, CONFIG_NAME, revision, label=label, progress=progress)
+def _resolve_repo(repo_id: str, revision: str, source: str, progress: ProgressCallback | None = None,
+                  force: bool = False) -> ResolvedModel:
+    """Both files of a model repo, from one commit: ``revision`` (a branch) is resolved to a commit
+    with the weights, and ``config.json`` is taken from that same commit. Each file is checked
+    against the id the Hub reports for it (see :mod:`semlens.hub.fetch`)."""
+    weights, origin = fetch_file(repo_id, WEIGHTS_NAME, revision, label=source, progress=progress, force=force)
+    commit = snapshot_commit(weights) or revision
+    config, _ = fetch_file(repo_id, CONFIG_NAME, commit, label=source, progress=progress, force=force)
     return ResolvedModel(weights, config, None, "cached" if origin == "cached" else "downloaded", source)
 
 
@@ -393,11 +397,10 @@ def download(name: str, *, progress: ProgressCallback | None = None, force: bool
     if spec is None:
         match = _REPO_RE.match(text)
         assert match is not None
-        revision = match["rev"] or "main"
-        weights, origin = fetch_file(match["repo"], WEIGHTS_NAME, revision, label=text, progress=progress, force=force)
-        config, _ = fetch_file(match["repo"], CONFIG_NAME, revision, label=text, progress=progress, force=force)
-        read_meta_file(config)
-        return ResolvedModel(weights, config, None, "cached" if origin == "cached" else "downloaded", text)
+        resolved = _resolve_repo(match["repo"], match["rev"] or "main", text, progress, force)
+        assert resolved.config is not None
+        read_meta_file(resolved.config)
+        return resolved
     if spec.kind == "enhancer" and bundled_path(spec) is not None:
         return _resolve_spec(spec)
     if not spec.is_remote:
