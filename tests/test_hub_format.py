@@ -172,6 +172,76 @@ def test_wrong_architecture_names_the_configs(tmp_path: Path, model_x2) -> None:
     assert '"instance_dim":16' in text and "shape" in text
 
 
+def _with_embedded_config(tmp_path: Path, model, name: str, **changes) -> Path:
+    """A copy of ``model``'s file (same tensors) whose embedded config's network has ``changes``."""
+    good = save_model(tmp_path / "good.safetensors", model).read_bytes()
+    (length,) = struct.unpack("<Q", good[:8])
+    header = json.loads(good[8 : 8 + length])
+    meta = json.loads(header["__metadata__"][META_KEY])
+    meta["enhancer"].update(changes)
+    header["__metadata__"][META_KEY] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    bad = tmp_path / name / "model.safetensors"
+    bad.parent.mkdir()
+    bad.write_bytes(struct.pack("<Q", len(raw)) + raw + good[8 + length :])
+    return bad
+
+
+@pytest.fixture
+def real_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The devices a PixelEnhancer is built on during the test (``meta`` builds allocate nothing)."""
+    from semlens.enhancer import PixelEnhancer
+
+    devices: list[str] = []
+    original = PixelEnhancer.__init__
+
+    def spy(self, config) -> None:
+        devices.append(torch.empty(0).device.type)
+        original(self, config)
+
+    monkeypatch.setattr(PixelEnhancer, "__init__", spy)
+    return devices
+
+
+def test_a_config_out_of_bounds_is_refused_before_building(tmp_path: Path, model_x2, real_builds) -> None:
+    # Tensors unchanged, the embedded config asks for 200,000 channels: building that network
+    # would allocate terabytes. Refused from the header alone, nothing built.
+    bad = _with_embedded_config(tmp_path, model_x2, "m2", channels=200_000)
+    with pytest.raises(WeightsError, match="channels=200000, outside the accepted 1..1024") as exc:
+        load_model(bad)
+    assert str(bad) in _one_line(exc)
+    assert real_builds == []
+    for field, value in (("heads", 0), ("forward_blocks", 10**6), ("radius", 2.5), ("use_isee", "yes")):
+        with pytest.raises(WeightsError, match=field):
+            load_model(_with_embedded_config(tmp_path, model_x2, f"bad-{field}", **{field: value}))
+    assert real_builds == []
+
+
+def test_tensor_shapes_are_checked_against_the_config_before_building(
+    tmp_path: Path, model_x2, real_builds
+) -> None:
+    # Within bounds, but not the network the tensors come from: caught on the meta device.
+    bad = _with_embedded_config(tmp_path, model_x2, "wider", channels=48)
+    with pytest.raises(WeightsError, match="architecture mismatch.*shape") as exc:
+        load_model(bad)
+    _one_line(exc)
+    assert real_builds and set(real_builds) == {"meta"}
+    real_builds.clear()
+    load_model(save_model(tmp_path / "fine.safetensors", model_x2))  # a good file is built once, for real
+    assert real_builds.count("cpu") == 1
+
+
+def test_a_crafted_file_is_exit_7_on_the_command_line(tmp_path: Path, model_x2) -> None:
+    from clips import make_clip
+    from conftest import assert_one_line_error, invoke_cli
+
+    bad = _with_embedded_config(tmp_path, model_x2, "m2", channels=200_000)
+    src = make_clip(tmp_path / "in.mp4", frames=2, size=(16, 16))
+    code, _, stderr = invoke_cli(["upscale", src, tmp_path / "out.mp4", "--model", bad, "--device", "cpu", "-q"])
+    assert code == WeightsError.exit_code == 7
+    assert_one_line_error(stderr, contains="channels=200000")
+
+
 def test_config_from_a_newer_semlens_is_refused(tmp_path: Path, model_x2) -> None:
     from safetensors.torch import save_file
 

@@ -13,6 +13,10 @@ next to it; it is only ever read with ``torch.load(..., weights_only=True)``.
 
 Loading is strict: every key of the network must be in the file and nothing else, with the same
 shapes; otherwise :class:`~semlens.errors.WeightsError` says which keys and configurations differ.
+A file is untrusted input, so this is checked before the network is built: the config's values must
+lie within :data:`CONFIG_LIMITS`, and the tensor names and shapes stored in the file (a safetensors
+header is read without the data) must be those the config implies (:func:`expected_shapes`, which
+builds the network on the ``meta`` device and allocates nothing).
 """
 
 from __future__ import annotations
@@ -47,6 +51,11 @@ __all__ = [
     "read_safetensors_meta",
     "safetensors_parameter_count",
     "read_weights",
+    "CONFIG_LIMITS",
+    "WINDOW_LIMIT",
+    "stored_shapes",
+    "expected_shapes",
+    "check_shapes",
     "load_strict",
     "describe_config_difference",
     "save_model",
@@ -65,6 +74,26 @@ WEIGHTS_NAME = "model.safetensors"
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
 _DEFAULTS: dict[str, Any] = {"extractor": "lite", "window": 12, "overlap": 2}
+
+#: Accepted range of each integer field of a network configuration read from a file. The ``base``
+#: preset (128 channels, 8 blocks per direction) is well inside; anything outside would make the
+#: network (or its activations) unreasonably large and is refused before anything is built.
+CONFIG_LIMITS: dict[str, tuple[int, int]] = {
+    "scale": (2, 4),
+    "channels": (1, 1024),
+    "extract_blocks": (0, 64),
+    "backward_blocks": (0, 64),
+    "forward_blocks": (0, 64),
+    "radius": (1, 8),
+    "align_dim": (1, 1024),
+    "token_dim": (1, 1024),
+    "heads": (1, 64),
+    "instance_dim": (1, 4096),
+    "global_dim": (1, 4096),
+}
+_SWITCHES = ("use_image", "use_gps", "use_isee")
+#: The longest recommended window (frames) a file may declare.
+WINDOW_LIMIT = 512
 # Keys of a training checkpoint (a dict) that may hold the state dict / the config, in order.
 _STATE_KEYS = ("state_dict", "model", "params_ema", "params", "ema")
 _META_KEYS = (META_KEY, "meta", "config")
@@ -122,6 +151,7 @@ def validate_meta(meta: Any, where: str) -> dict[str, Any]:
         )
     if not isinstance(meta.get("enhancer"), Mapping):
         raise WeightsError(f"{where}: the config has no 'enhancer' network configuration")
+    _check_limits(meta["enhancer"], where)
     try:
         config = EnhancerConfig.from_dict(dict(meta["enhancer"]))
     except (TypeError, ValueError) as exc:
@@ -133,9 +163,28 @@ def validate_meta(meta: Any, where: str) -> dict[str, Any]:
     for key, value in _DEFAULTS.items():
         out.setdefault(key, value)
     window, overlap = out["window"], out["overlap"]
-    if not (isinstance(window, int) and isinstance(overlap, int) and window >= 1 and 0 <= overlap < window):
-        raise WeightsError(f"{where}: bad window/overlap {window!r}/{overlap!r}")
+    if not (isinstance(window, int) and isinstance(overlap, int) and 1 <= window <= WINDOW_LIMIT
+            and 0 <= overlap < window):
+        raise WeightsError(f"{where}: bad window/overlap {window!r}/{overlap!r} (window 1..{WINDOW_LIMIT}, "
+                           "0 <= overlap < window)")
     return out
+
+
+def _check_limits(net: Mapping[str, Any], where: str) -> None:
+    """Types and ranges of a network configuration from a file (see :data:`CONFIG_LIMITS`)."""
+    for key, (low, high) in CONFIG_LIMITS.items():
+        if key not in net:
+            continue
+        value = net[key]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise WeightsError(f"{where}: the network config's {key} is {_one_line(repr(value), 40)}, not an integer; "
+                               "the file is damaged or was not made by semlens")
+        if not low <= value <= high:
+            raise WeightsError(f"{where}: the network config asks for {key}={value}, outside the accepted "
+                               f"{low}..{high}; the file is damaged or was not made by semlens")
+    for key in _SWITCHES:
+        if key in net and not isinstance(net[key], bool):
+            raise WeightsError(f"{where}: the network config's {key} is {_one_line(repr(net[key]), 40)}, not true/false")
 
 
 def read_meta_file(path: Path) -> dict[str, Any]:
@@ -212,6 +261,32 @@ def read_safetensors_meta(path: Path) -> dict[str, Any] | None:
     except (TypeError, json.JSONDecodeError):
         raise WeightsError(f"{path}: the embedded semlens config is not valid JSON") from None
     return validate_meta(data, str(path))
+
+
+def stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of a safetensors file, from its header only (no tensor is read)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for key, info in _safetensors_header(path).items():
+        if key == "__metadata__":
+            continue
+        shape = info.get("shape") if isinstance(info, Mapping) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                  for d in shape):
+            raise WeightsError(f"{path}: corrupt safetensors header (shape of tensor {_one_line(key, 60)!r}); re-export it")
+        shapes[key] = tuple(shape)
+    return shapes
+
+
+def expected_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of the :class:`~semlens.enhancer.PixelEnhancer` built from the
+    network ``config``, built on the ``meta`` device: no memory is allocated, whatever the config."""
+    import torch
+
+    from semlens.enhancer import EnhancerConfig, PixelEnhancer
+
+    with torch.device("meta"):
+        model = PixelEnhancer(EnhancerConfig.from_dict(dict(config)))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def safetensors_parameter_count(path: Path) -> int:
@@ -301,22 +376,22 @@ def _key_list(keys: list[str], limit: int = 5) -> str:
     return f"{shown}, … ({len(keys) - limit} more)" if len(keys) > limit else shown
 
 
-def load_strict(
-    model: nn.Module,
-    state: Mapping[str, torch.Tensor],
+def check_shapes(
+    own: Mapping[str, tuple[int, ...]],
+    found: Mapping[str, tuple[int, ...]],
     *,
     where: str,
     config: Mapping[str, Any] | None = None,
     file_config: Mapping[str, Any] | None = None,
 ) -> None:
-    """Load ``state`` into ``model`` with strict key and shape matching.
+    """Raise :class:`WeightsError` unless the tensors ``found`` in a file (name -> shape) are
+    exactly those of the network (``own``): no key missing or extra, every shape the same.
 
-    ``config`` is the network config ``model`` was built from and ``file_config`` the one recorded
-    for the weights (if known); both are named in the error when the architecture differs.
+    ``config`` is the network config ``own`` comes from and ``file_config`` the one recorded for
+    the weights (if known); both are named in the error when the architecture differs.
     """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(found))
+    unexpected = sorted(set(found) - set(own))
     if missing or unexpected:
         parts = []
         if missing:
@@ -327,11 +402,7 @@ def load_strict(
             f"{where}: the weights do not match the network ({'; '.join(parts)}); "
             "was the file saved from a different model or semlens version?"
         )
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    ]
+    wrong = [f"{k} {tuple(found[k])} vs {tuple(own[k])}" for k in own if tuple(found[k]) != tuple(own[k])]
     if wrong:
         if config is not None and file_config is not None and dict(config) != dict(file_config):
             configs = (
@@ -349,6 +420,19 @@ def load_strict(
             f"{where}: architecture mismatch, {len(wrong)} tensor(s) differ in shape (file vs network: "
             f"{_key_list(wrong, 3)}); {configs}"
         )
+
+
+def load_strict(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    where: str,
+    config: Mapping[str, Any] | None = None,
+    file_config: Mapping[str, Any] | None = None,
+) -> None:
+    """Load ``state`` into ``model`` with strict key and shape matching (see :func:`check_shapes`)."""
+    check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                 {k: tuple(v.shape) for k, v in state.items()}, where=where, config=config, file_config=file_config)
     model.load_state_dict(dict(state), strict=True)
 
 

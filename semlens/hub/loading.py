@@ -32,11 +32,15 @@ from semlens.hub.format import (
     CONFIG_NAME,
     TORCH_SUFFIXES,
     WEIGHTS_NAME,
+    check_shapes,
     describe_config_difference,
+    expected_shapes,
     load_strict,
     read_meta_file,
+    read_safetensors_meta,
     read_weights,
     safetensors_parameter_count,
+    stored_shapes,
 )
 from semlens.hub.specs import DEFAULT_MODEL, ModelSpec, known_names, registry, sam_spec
 
@@ -319,14 +323,26 @@ def load_model(source: str | os.PathLike[str], device: str | Any = "cpu", *,
     from semlens.enhancer import EnhancerConfig, PixelEnhancer
 
     resolved = resolve(source, progress=progress)
-    state, embedded = read_weights(resolved.weights)
+    where = str(resolved.weights)
+    # The file is untrusted: its config (values checked against CONFIG_LIMITS when read) and its
+    # tensor names and shapes (a safetensors header; a .pth file is loaded safely first) must agree
+    # before the network is built, so a bad file cannot make the loader allocate without limit.
+    state: dict[str, Any] | None = None
+    if resolved.weights.suffix.lower() == ".safetensors":
+        found = stored_shapes(resolved.weights)
+        embedded = read_safetensors_meta(resolved.weights)
+    else:
+        state, embedded = read_weights(resolved.weights)
+        found = {k: tuple(v.shape) for k, v in state.items()}
     meta, other = _choose_meta(resolved, embedded)
     config = EnhancerConfig.from_dict(dict(meta["enhancer"]))
+    file_config = dict(other["enhancer"]) if other else None
+    check_shapes(expected_shapes(config.to_dict()), found, where=where, config=config.to_dict(),
+                 file_config=file_config)
+    if state is None:
+        state, _ = read_weights(resolved.weights)
     model = PixelEnhancer(config)
-    load_strict(
-        model, state, where=str(resolved.weights),
-        config=config.to_dict(), file_config=dict(other["enhancer"]) if other else None,
-    )
+    load_strict(model, state, where=where, config=config.to_dict(), file_config=file_config)
     model.eval()
     model.to(device)
     return LoadedModel(model=model, meta=meta, spec=resolved.spec, path=resolved.weights)
@@ -345,13 +361,13 @@ def _count_parameters(spec: ModelSpec, path: Path | None) -> int | None:
             return safetensors_parameter_count(path)
         except WeightsError:
             pass
-    import torch
-
-    from semlens.enhancer import EnhancerConfig, PixelEnhancer
-
-    with torch.device("meta"):  # no memory, no initialisation cost
-        model = PixelEnhancer(EnhancerConfig.from_dict(spec.enhancer_dict()))
-    return sum(t.numel() for t in model.state_dict().values())
+    total = 0
+    for shape in expected_shapes(spec.enhancer_dict()).values():  # no memory, no initialisation cost
+        count = 1
+        for dim in shape:
+            count *= dim
+        total += count
+    return total
 
 
 def list_models(*, include_extractors: bool = False, include_unavailable: bool = False) -> list[ModelInfo]:
