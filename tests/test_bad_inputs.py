@@ -215,7 +215,7 @@ def output_is_input_via_hard_link(tmp, w):
 
 def output_exists(tmp, w):
     (tmp / "out.mp4").write_bytes(b"somebody's finished work")
-    return Case(clip(tmp), tmp / "out.mp4", OutputExistsError, "--overwrite")
+    return Case(clip(tmp), tmp / "out.mp4", OutputExistsError, "overwrite")  # each front end spells it its own way: test_messages.py
 
 
 def output_folder_run_into_itself(tmp, w):
