@@ -1,7 +1,8 @@
-"""Evaluation: degrade high-resolution clips with BI, upscale, and score PSNR / SSIM / tPSNR on Y.
+"""Evaluation: degrade high-resolution clips, upscale, and score PSNR / SSIM / tPSNR on Y.
 
 Every clip is read as HR, cropped to a multiple of the scale, degraded with the standard bicubic
-("BI") kernel to 8-bit LR frames, and upscaled by the model and by the bicubic and Lanczos
+("BI") kernel to 8-bit LR frames (then, if asked, blurred, noised or compressed as a whole clip:
+:mod:`semlens.train.degrade`), and upscaled by the model and by the bicubic and Lanczos
 baselines; scores are computed on BT.601 luma with ``scale`` pixels cropped at each border. tPSNR
 is the PSNR of the frame-to-frame differences against those of the ground truth (flicker).
 """
@@ -20,7 +21,7 @@ from PIL import Image
 
 from semlens.errors import InputNotFoundError, NothingToDoError
 from semlens.metrics import psnr_y, ssim_y, temporal_sq_error_y, tpsnr_from_errors
-from semlens.train.degrade import bicubic_degrade
+from semlens.train.degrade import Degradation, bicubic_degrade
 
 __all__ = ["Upscale", "ClipScore", "bicubic_frames", "lanczos_frames", "evaluate_clip", "evaluate", "find_clips"]
 
@@ -72,17 +73,39 @@ def _degraded(hr_frames: Iterable[np.ndarray], scale: int, keep: deque[np.ndarra
         yield (lr * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+def _cropped(hr_frames: Iterable[np.ndarray], scale: int) -> Iterator[np.ndarray]:
+    for frame in hr_frames:
+        yield frame[:(frame.shape[0] // scale) * scale, :(frame.shape[1] // scale) * scale]
+
+
+def _degraded_clip(hr_frames: Iterable[np.ndarray], scale: int, degradation: Degradation) -> list[np.ndarray]:
+    """The whole LR clip (BI, then ``degradation``'s steps on all frames at once, as a video is)."""
+    lr = list(_degraded(hr_frames, scale, deque(maxlen=1)))
+    clip = torch.from_numpy(np.stack(lr)).permute(0, 3, 1, 2).float() / 255
+    out = degradation.degrade_lr(clip, torch.Generator().manual_seed(0))
+    return list((out.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+
 def evaluate_clip(name: str, hr_frames: Callable[[], Iterable[np.ndarray]], scale: int,
-                  methods: dict[str, Upscale]) -> ClipScore:
+                  methods: dict[str, Upscale], degradation: Degradation | None = None) -> ClipScore:
     """Score each method on one clip. ``hr_frames`` is called once per method and must give the
-    same uint8 frames each time; frames are streamed (only a window of them is in memory)."""
+    same uint8 frames each time. With BI (``degradation`` None or ``bi``) frames are streamed
+    (only a window of them is in memory); other degradations work on the whole LR clip, which is
+    then held in memory (1 / scale² of the HR frames)."""
     score = ClipScore(clip=name, frames=0)
+    lr_clip = None
+    if degradation is not None and not degradation.is_bi:
+        lr_clip = _degraded_clip(hr_frames(), scale, degradation)
     for method, upscale in methods.items():
         keep: deque[np.ndarray] = deque()
         psnrs, ssims, changes = [], [], []
         previous: tuple[torch.Tensor, torch.Tensor] | None = None
-        for sr in upscale(_degraded(hr_frames(), scale, keep)):
-            hr = keep.popleft()
+        if lr_clip is None:
+            pairs: Iterator[tuple[np.ndarray, np.ndarray]] = (
+                (sr, keep.popleft()) for sr in upscale(_degraded(hr_frames(), scale, keep)))
+        else:
+            pairs = zip(upscale(iter(lr_clip)), _cropped(hr_frames(), scale), strict=True)
+        for sr, hr in pairs:
             a = torch.from_numpy(np.array(sr, copy=True)).permute(2, 0, 1).float() / 255
             b = torch.from_numpy(np.array(hr, copy=True)).permute(2, 0, 1).float() / 255
             psnrs.append(psnr_y(a, b, crop=scale))
@@ -136,12 +159,12 @@ def _mean_finite(values: list[float | None]) -> float | None:
 
 
 def evaluate(paths: list[Path], scale: int, methods: dict[str, Upscale], max_frames: int | None = None,
-             on_clip: Callable[[ClipScore], None] | None = None) -> dict:
+             on_clip: Callable[[ClipScore], None] | None = None, degradation: Degradation | None = None) -> dict:
     """Evaluate ``methods`` on every clip; returns ``{"scale", "clips": [...], "mean": {...}}`` (PSNR,
     SSIM and tPSNR per method; tPSNR's mean skips single-frame clips)."""
     clips = []
     for path in paths:
-        score = evaluate_clip(path.name, _reader(path, max_frames), scale, methods)
+        score = evaluate_clip(path.name, _reader(path, max_frames), scale, methods, degradation)
         clips.append(score)
         if on_clip is not None:
             on_clip(score)
@@ -150,4 +173,5 @@ def evaluate(paths: list[Path], scale: int, methods: dict[str, Upscale], max_fra
         "ssim": {m: float(np.mean([c.ssim[m] for c in clips])) for m in methods},
         "tpsnr": {m: _mean_finite([c.tpsnr[m] for c in clips]) for m in methods},
     }
-    return {"scale": scale, "clips": [asdict(c) for c in clips], "mean": mean}
+    return {"scale": scale, "degradation": degradation.text() if degradation is not None else "bi",
+            "clips": [asdict(c) for c in clips], "mean": mean}

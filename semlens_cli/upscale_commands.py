@@ -218,13 +218,23 @@ def _summary(results: list[Any], root: Path, links: list[Path]) -> None:
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON here (- for stdout).")
 @click.option("--threads", type=int, default=0)
 @click.option("--no-baselines", is_flag=True, help="Skip bicubic and Lanczos.")
+@click.option("--degradation", default="bi", show_default=True,
+              help="How LR inputs are made: bi, or BI followed by a chain such as x264:crf=23, "
+                   "x265:crf=30,preset=fast, blur:sigma=1+noise:sigma=2, jpeg:quality=60.")
 def eval_command(hr_path: Path, scale: str | None, model: str | None, extractor: str | None, window: int | None,
-                 max_frames: int | None, json_path: Path | None, threads: int, no_baselines: bool) -> None:
-    """Degrade HR clips with BI, upscale them, and print PSNR / SSIM (Y, BT.601) per clip and on average."""
+                 max_frames: int | None, json_path: Path | None, threads: int, no_baselines: bool,
+                 degradation: str) -> None:
+    """Degrade HR clips (BI, optionally compressed), upscale them, and print PSNR / SSIM / tPSNR (Y, BT.601)
+    per clip and on average."""
     from rich.table import Table
 
     from semlens.evaluate import bicubic_frames, evaluate, find_clips, lanczos_frames
+    from semlens.train.degrade import parse_degradation
 
+    try:
+        chain = parse_degradation(degradation)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--degradation") from None
     clips = find_clips(hr_path)
     up = _build_upscaler(model, int(scale) if scale else None, "auto", "auto", extractor, window, 0, threads)
     s = up.scale
@@ -232,20 +242,24 @@ def eval_command(hr_path: Path, scale: str | None, model: str | None, extractor:
     if not no_baselines:
         methods = {"bicubic": bicubic_frames(s), "lanczos": lanczos_frames(s), **methods}
     started = time.perf_counter()
-    report = evaluate(clips, s, methods, max_frames=max_frames)
+    report = evaluate(clips, s, methods, max_frames=max_frames, degradation=chain)
     report["model"] = up.name
     report["extractor"] = up.extractor.name
     report["window"] = up.settings.window
     report["seconds"] = round(time.perf_counter() - started, 1)
-    table = Table(title=f"semlens eval x{s} (PSNR-Y dB / SSIM-Y, border {s} px)")
+    table = Table(title=f"semlens eval x{s}, {chain.text()} (PSNR-Y dB / SSIM-Y / tPSNR-Y dB, border {s} px)")
     table.add_column("clip")
     table.add_column("frames")
     for m in methods:
         table.add_column(m)
+
+    def cell(scores: dict[str, Any], m: str) -> str:
+        t = scores["tpsnr"][m]
+        return f"{scores['psnr'][m]:.2f} / {scores['ssim'][m]:.4f} / " + ("-" if t is None else f"{t:.2f}")
+
     for c in report["clips"]:
-        table.add_row(c["clip"], str(c["frames"]), *[f"{c['psnr'][m]:.2f} / {c['ssim'][m]:.4f}" for m in methods])
-    table.add_row("[bold]mean", "", *[f"{report['mean']['psnr'][m]:.2f} / {report['mean']['ssim'][m]:.4f}"
-                                      for m in methods])
+        table.add_row(c["clip"], str(c["frames"]), *[cell(c, m) for m in methods])
+    table.add_row("[bold]mean", "", *[cell(report["mean"], m) for m in methods])
     console().print(table)
     text = json.dumps(report, indent=2)
     if json_path is not None and str(json_path) == "-":

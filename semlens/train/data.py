@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from semlens.train.degrade import bicubic_degrade
+from semlens.train.degrade import Degradation, RandomDegradation, bicubic_degrade
 from semlens.train.synth import MotionConfig, synthetic_clip
 
 __all__ = [
@@ -101,11 +101,14 @@ class ClipSampler:
         batch: clips per batch ``B``.
         video_fraction: share of clips cut from real footage.
         seed: base seed.
+        degradation: what follows the BI downscale, per clip: a fixed :class:`Degradation`, a
+            :class:`RandomDegradation` drawn per clip, or None (clean BI).
     """
 
     def __init__(self, photos: Sequence[Tensor], videos: Sequence[Tensor], scale: int, patch: int, frames: int,
                  batch: int, video_fraction: float = 0.3, seed: int = 0,
-                 motion: MotionConfig | None = None) -> None:
+                 motion: MotionConfig | None = None,
+                 degradation: Degradation | RandomDegradation | None = None) -> None:
         if not photos:
             raise ValueError("training needs at least one photo")
         self.photos = list(photos)
@@ -114,6 +117,7 @@ class ClipSampler:
         self.video_fraction = video_fraction if self.videos else 0.0
         self.seed = seed
         self.motion = motion or MotionConfig(camera_speed=1.5 * scale, object_speed=2.5 * scale)
+        self.degradation = degradation
 
     def _video_clip(self, g: torch.Generator) -> tuple[Tensor, Tensor]:
         video = self.videos[int(torch.randint(len(self.videos), (), generator=g))]
@@ -150,4 +154,9 @@ class ClipSampler:
         clips, masks = zip(*(self.clip(g) for _ in range(self.batch)))
         hr = torch.stack(clips).clamp(0, 1)
         hr = (hr * 255).round() / 255  # HR frames are 8-bit too
-        return Batch(hr=hr, lr=bicubic_degrade(hr, self.scale), masks=torch.stack(masks))
+        lr = bicubic_degrade(hr, self.scale)
+        if self.degradation is not None:  # drawn after the clips, so clean-BI batches stay as they were
+            chains = [self.degradation.draw(g) if isinstance(self.degradation, RandomDegradation)
+                      else self.degradation for _ in range(self.batch)]
+            lr = torch.stack([chain.degrade_lr(clip, g) for chain, clip in zip(chains, lr)])
+        return Batch(hr=hr, lr=lr, masks=torch.stack(masks))

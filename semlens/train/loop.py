@@ -42,10 +42,20 @@ class TrainConfig:
     checkpoint_every: int = 50
     video_fraction: float = 0.3
     threads: int = 0  # 0: torch's default
+    degradation: str = "bi"  # "bi", "random" (the real-footage mix) or a chain such as "x264:crf=28"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return cls(**data)
+
+    def sampler_degradation(self) -> Any:
+        """The sampler's degradation: None for clean BI, the random mix, or a fixed chain."""
+        from semlens.train.degrade import RandomDegradation, parse_degradation
+
+        if self.degradation == "random":
+            return RandomDegradation()
+        chain = parse_degradation(self.degradation)
+        return None if chain.is_bi else chain
 
 
 def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
@@ -133,7 +143,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
     elapsed = 0.0
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state["train_config"] != asdict(cfg):
+        # Runs saved before a field existed had its default value.
+        if {**asdict(TrainConfig()), **state["train_config"]} != asdict(cfg):
             raise ValueError(f"{ckpt_path} belongs to a run with another configuration; use another folder")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -146,7 +157,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
 
         photos, videos = builtin_sources("train")
         sampler = ClipSampler(photos, videos, cfg.scale, cfg.patch, cfg.frames, cfg.batch,
-                              video_fraction=cfg.video_fraction, seed=cfg.seed)
+                              video_fraction=cfg.video_fraction, seed=cfg.seed,
+                              degradation=cfg.sampler_degradation())
     extractor = build_extractor(cfg.extractor)
     log = _Log(out / "log.jsonl", cfg.iterations, start, quiet)
     model.train()
