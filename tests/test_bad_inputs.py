@@ -1,4 +1,4 @@
-"""The bad-input matrix (issue 8): every case ends in a correct output or a one-line error.
+"""The bad-input matrix: every case ends in a correct output or a one-line error.
 
 Each case builds its files in a fresh folder and says what must happen: success (exit code 0; the
 output has the same frame count and ``scale`` times the size, plus case-specific checks) or an
@@ -7,18 +7,24 @@ message). Whatever happens: no ``*semlens-partial*`` file is left anywhere, the 
 byte-identical afterwards (sha256), and a refused output is not created or changed.
 
 Every case runs through the API and the in-process CLI; a few also through the real
-``python -m semlens_cli`` subprocess (argv encoding, stderr free of warnings and tracebacks).
+``python -m semlens_cli`` subprocess (argv encoding, stderr free of warnings and tracebacks). Root
+ignores permission bits, so when the tests run as root (as CI does) the read-only-folder cases run
+in a forked child that has dropped its privileges to ``nobody``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
-import subprocess
+import signal
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -57,6 +63,9 @@ class Case:
     marker: Path | None = None  # must not exist afterwards (code in a weights file did not run)
     before: dict[Path, str] = field(default_factory=dict)  # sha256 of the inputs before the run
     dst_before: str | None = None  # sha256 of an output that existed before the run
+    root: Path = Path()  # the case's folder (no partial may be left under it)
+    as_nobody: bool = False  # run as an unprivileged user (a read-only folder case, run by root)
+    weights: Path | None = None  # a copy of the tiny weights that the unprivileged user can read
 
     @property
     def exit_code(self) -> int:
@@ -292,52 +301,104 @@ CASES: dict[str, Callable[[Path, Path], Case]] = {f.__name__: f for f in [
     weights_carrying_code, weights_pickled_module, weights_missing, weights_wrong_scale,
 ]}
 
+# Cases that need a folder the run cannot write in.
+LOCKED_CASES = (output_read_only, output_read_only_subfolder)
+
 # Also through a real subprocess: argv encoding, warnings on stderr, unpickling in a real process.
 SUBPROCESS_CASES = ["one_by_one", "unusual_names", "weights_carrying_code"]
 
 
 # -- running and checking -----------------------------------------------------------------------------
 
+NOBODY = 65534
 
-def _chattr(path: Path, flag: str) -> bool:
-    exe = shutil.which("chattr")
-    if exe is None:
-        return False
-    return subprocess.run([exe, flag, str(path)], capture_output=True).returncode == 0
+
+def _as_nobody(run: Callable[[], dict[str, Any]], timeout: float = 180) -> dict[str, Any]:
+    """Call ``run()`` in a forked child with root's privileges dropped to ``nobody`` (root ignores
+    permission bits, so a read-only folder is read-only only for an unprivileged user); return the
+    dict it returns (sent back as JSON). Skips the test where privileges cannot be dropped."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        reply: dict[str, Any] = {"crash": "the child ended early"}
+        try:
+            os.close(read_fd)
+            try:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+            except OSError as exc:
+                reply = {"cannot_drop": str(exc)}
+            else:
+                reply = run()
+        except BaseException as exc:  # reported to the parent
+            reply = {"crash": f"{type(exc).__name__}: {exc}"}
+        finally:
+            os.write(write_fd, json.dumps(reply).encode())
+            os._exit(0)
+    os.close(write_fd)
+    chunks = []
+    with os.fdopen(read_fd, "rb") as fh:
+        while True:
+            ready, _, _ = select.select([fh], [], [], timeout)
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError(f"the unprivileged child did not finish within {timeout}s")
+            chunk = fh.read1(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    os.waitpid(pid, 0)
+    reply = json.loads(b"".join(chunks).decode())
+    if "cannot_drop" in reply:
+        pytest.skip(f"running as root and cannot drop privileges to nobody: {reply['cannot_drop']}")
+    assert "crash" not in reply, reply["crash"]
+    return reply
 
 
 @pytest.fixture
 def build(tmp_path, tiny_x2_path, request):
-    """Build a case in ``tmp_path/case``; a ``locked`` folder is made read-only for real (root ignores
-    permission bits, so the immutable attribute is used then; skipped where neither works)."""
-    locked: list[Path] = []
+    """Build a case in a fresh folder; a ``locked`` folder is made read-only (mode 555). As root,
+    which ignores permission bits, such a case is built in a world-readable folder outside pytest's
+    root-only temporary tree, with a readable copy of the weights, and run as ``nobody``
+    (``case.as_nobody``: the tests then call the API and the CLI through :func:`_as_nobody`)."""
+    made: list[Path] = []
 
     def make(name: str) -> Case:
         root = tmp_path / "case"
+        as_nobody = False
+        if os.geteuid() == 0 and CASES[name] in LOCKED_CASES:
+            base = Path(tempfile.mkdtemp(prefix="semlens-ro-"))
+            base.chmod(0o755)
+            made.append(base)
+            root, as_nobody = base / "case", True
         root.mkdir()
         case = CASES[name](root, tiny_x2_path)
+        case.root, case.as_nobody = root, as_nobody
+        if as_nobody:
+            case.weights = Path(shutil.copyfile(tiny_x2_path, root / "tiny.safetensors"))
+            case.weights.chmod(0o644)
         if "locked" in case.dst.parts:
             folder = root / "locked"
             folder.mkdir()
-            if os.geteuid() != 0:
-                folder.chmod(0o555)
-            elif not _chattr(folder, "+i"):
-                pytest.skip("running as root and `chattr +i` is unavailable: cannot make a read-only folder")
-            locked.append(folder)
+            folder.chmod(0o555)
+            made.append(folder)
         case.before = {p: digest(p) for p in (case.src, case.model) if p is not None and p.exists()}
         case.dst_before = digest(case.dst) if case.dst.exists() else None
         return case
 
     yield make
-    for folder in locked:
-        if os.geteuid() == 0:
-            _chattr(folder, "-i")
-        folder.chmod(0o755)
+    for path in reversed(made):
+        if path.name == "locked":
+            path.chmod(0o755)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
-def check_outcome(case: Case, tmp: Path) -> None:
+def check_outcome(case: Case) -> None:
     """What must hold after any run, successful or not."""
-    assert partials_under(tmp) == [], "a temporary output was left behind"
+    assert partials_under(case.root) == [], "a temporary output was left behind"
     for path, before in case.before.items():
         assert digest(path) == before, f"{path} was modified"
     if case.marker is not None:
@@ -359,12 +420,12 @@ def check_outcome(case: Case, tmp: Path) -> None:
 
 
 def cli_args(case: Case, tiny_x2_path: Path) -> list[str | Path]:
-    return ["upscale", case.src, case.dst, "--model", case.model or tiny_x2_path, "--device", "cpu",
+    return ["upscale", case.src, case.dst, "--model", case.model or case.weights or tiny_x2_path, "--device", "cpu",
             "--threads", "1", "--preset", "ultrafast", "-q", *case.cli_extra]
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_api(name, build, tiny_x2_path, tiny_upscaler, tmp_path):
+def test_api(name, build, tiny_x2_path, tiny_upscaler):
     case = build(name)
 
     def run() -> None:
@@ -376,32 +437,41 @@ def test_api(name, build, tiny_x2_path, tiny_upscaler, tmp_path):
         else:
             up.upscale_video(case.src, case.dst, preset="ultrafast")
 
-    if case.error is None:
-        run()
-    else:
-        with pytest.raises(case.error) as info:
+    def outcome() -> dict[str, Any]:
+        try:
             run()
-        assert type(info.value).exit_code == case.exit_code
-        message = str(info.value)
+        except SemlensError as exc:
+            return {"error": type(exc).__name__, "exit_code": exc.exit_code, "message": str(exc)}
+        return {"error": None}
+
+    got = _as_nobody(outcome) if case.as_nobody else outcome()
+    assert got["error"] == (case.error.__name__ if case.error else None), got
+    if case.error is not None:
+        assert got["exit_code"] == case.exit_code
+        message = got["message"]
         assert "\n" not in message and case.contains.lower() in message.lower(), message
-    check_outcome(case, tmp_path)
+    check_outcome(case)
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_cli(name, build, tiny_x2_path, tmp_path):
+def test_cli(name, build, tiny_x2_path):
     case = build(name)
-    code, stdout, stderr = invoke_cli(cli_args(case, tiny_x2_path))
+    args = cli_args(case, tiny_x2_path)
+    if case.as_nobody:
+        code, stdout, stderr = _as_nobody(lambda: invoke_cli(args)._asdict()).values()
+    else:
+        code, stdout, stderr = invoke_cli(args)
     assert code == case.exit_code, stderr
     if case.error is None:
         assert "Traceback" not in stderr and "error" not in stderr.lower(), stderr
     else:
         assert_one_line_error(stderr, contains=case.contains)
         assert stdout == ""
-    check_outcome(case, tmp_path)
+    check_outcome(case)
 
 
 @pytest.mark.parametrize("name", SUBPROCESS_CASES)
-def test_real_cli(name, build, tiny_x2_path, tmp_path, run_cli):
+def test_real_cli(name, build, tiny_x2_path, run_cli):
     case = build(name)
     code, stdout, stderr = run_cli(cli_args(case, tiny_x2_path))
     assert code == case.exit_code, stderr
@@ -409,7 +479,7 @@ def test_real_cli(name, build, tiny_x2_path, tmp_path, run_cli):
         assert stderr == "" and stdout == "", stderr  # -q: no warning, no noise
     else:
         assert_one_line_error(stderr, contains=case.contains)
-    check_outcome(case, tmp_path)
+    check_outcome(case)
 
 
 def test_exit_codes_are_distinct_per_error_type():
