@@ -26,7 +26,7 @@ def tiny(scale: int = 4, **overrides: object) -> PixelEnhancer:
     return PixelEnhancer(EnhancerConfig.preset("tiny", scale=scale, **overrides)).eval()
 
 
-@pytest.mark.parametrize("preset", ["tiny", "base"])
+@pytest.mark.parametrize("preset", ["tiny", pytest.param("base", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_shapes_for_each_config_and_scale(preset: str, scale: int) -> None:
     torch.manual_seed(0)

@@ -113,7 +113,8 @@ def test_tiled_equals_untiled_through_the_local_paths(clip: tuple[torch.Tensor, 
 
 
 @torch.inference_mode()
-@pytest.mark.parametrize(("tile", "overlap"), [(16, 8), (24, 8), (32, 16)])
+@pytest.mark.parametrize(("tile", "overlap"), [pytest.param(16, 8, marks=pytest.mark.slow), (24, 8),
+                                               pytest.param(32, 16, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("with_semantics", [True, False])
 def test_tiled_equals_untiled_with_isee(clip: tuple[torch.Tensor, Semantics], tile: int, overlap: int,
                                         with_semantics: bool) -> None:
@@ -132,6 +133,7 @@ def test_tiled_equals_untiled_with_isee(clip: tuple[torch.Tensor, Semantics], ti
         assert alone.max().item() > 1 / 255
 
 
+@pytest.mark.slow
 @torch.inference_mode()
 def test_tiled_with_isee_keeps_the_emitted_range_and_batches(clip: tuple[torch.Tensor, Semantics]) -> None:
     x, semantics = clip
@@ -201,6 +203,7 @@ def test_is_out_of_memory(error: BaseException, oom: bool) -> None:
     assert is_out_of_memory(error) is oom
 
 
+@pytest.mark.slow
 @torch.inference_mode()
 def test_oom_halves_the_tile_and_keeps_every_frame(clip: tuple[torch.Tensor, Semantics],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
@@ -269,6 +272,7 @@ def _frames(n: int) -> list[np.ndarray]:
     return [np.kron(np.roll(base, i, axis=1), np.ones((4, 4, 1), dtype=np.uint8)) for i in range(n)]
 
 
+@pytest.mark.slow
 def test_pipeline_tiles_only_when_the_budget_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import semlens.tiling as tiling
 
@@ -300,6 +304,7 @@ def test_pipeline_tiles_only_when_the_budget_needs_it(monkeypatch: pytest.Monkey
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [4, 2])
 def test_shipped_models_tile_within_one_level_with_the_default_overlap(scale: int) -> None:
     """Trained models reach further than random ones; the default overlap is sized for the shipped
