@@ -45,7 +45,7 @@ Progress = Callable[[int, "int | None"], None]
 T = TypeVar("T")
 
 # Containers that hold the default H.264 stream; other inputs are mirrored as .mkv.
-_KEEP_SUFFIX = {".mp4", ".mkv", ".mov", ".m4v", ".avi", ".ts"}
+_KEEP_SUFFIX = {".mp4", ".mkv", ".mov", ".m4v", ".ts"}  # .avi cannot keep timestamps: .mkv
 
 
 @dataclass
@@ -121,7 +121,7 @@ def default_model_name(scale: int) -> str:
 
 def output_path_for(relative: Path, out_dir: Path) -> Path:
     """Where a folder run writes the upscaled copy of ``relative``: same relative path, and a .mkv
-    suffix for containers that cannot hold H.264 (.webm, .flv, .wmv, ...). ``relative`` must stay
+    suffix for containers that cannot hold H.264 (.webm, .flv, .wmv, ...) or its timestamps (.avi). ``relative`` must stay
     inside ``out_dir`` (no absolute path, no ``..`` part): :class:`OutputError` otherwise."""
     if relative.is_absolute() or ".." in relative.parts:
         raise OutputError(f"{str(relative)!r} would be written outside the output folder; refusing it")

@@ -49,13 +49,13 @@ def inside(path: Path, folder: Path) -> bool:
 
 @settings(max_examples=40, deadline=None)
 @given(parts=st.lists(segment, min_size=1, max_size=4),
-       suffix=st.sampled_from([".mp4", ".mkv", ".webm", ".flv", ".MOV", ""]))
+       suffix=st.sampled_from([".mp4", ".mkv", ".webm", ".flv", ".MOV", ".avi", ""]))
 def test_output_path_mirrors_and_stays_inside(parts, suffix):
     out = Path("/srv/out")
     rel = Path(*parts[:-1], parts[-1] + suffix)
     target = output_path_for(rel, out)
     assert inside(target, out)
-    if rel.suffix.lower() in (".mp4", ".mkv", ".mov", ".m4v", ".avi", ".ts"):  # containers that hold H.264
+    if rel.suffix.lower() in (".mp4", ".mkv", ".mov", ".m4v", ".ts"):  # containers that hold H.264 and its times
         assert target == out / rel  # the same relative path
     else:
         assert target.parent == out / rel.parent and target.suffix == ".mkv"  # only the container changes
@@ -154,3 +154,8 @@ def test_folder_run_ignores_links_out_and_writes_only_inside_the_output(tmp_path
     assert digest(outside) == outside_before
     assert {p.name for p in tmp_path.iterdir()} == around_before | {"out"}  # nothing written beside
     assert partials_under(tmp_path) == []
+
+
+def test_avi_inputs_of_a_folder_become_mkv_outputs():
+    assert output_path_for(Path("a/clip.AVI"), Path("/srv/out")) == Path("/srv/out/a/clip.mkv")
+    assert output_path_for(Path("a/clip.mov"), Path("/srv/out")) == Path("/srv/out/a/clip.mov")

@@ -192,6 +192,14 @@ def atomic_output(
         if not tmp.exists():
             raise OutputError(f"nothing was written for {str(dest)!r}; the temporary output disappeared")
         _commit(tmp, dest, overwrite=overwrite, is_dir=is_dir)
+    except OutputError as exc:
+        _remove(tmp)
+        _remove_created(created)
+        # The user knows the output by its name, not by the hidden temporary file it was written as.
+        text = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else None
+        if text is not None and str(tmp) in text:
+            raise type(exc)(text.replace(str(tmp), str(dest))) from exc
+        raise
     except BaseException:
         _remove(tmp)
         _remove_created(created)
