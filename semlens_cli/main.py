@@ -69,12 +69,13 @@ def cli(debug: bool) -> None:
 def _register() -> None:
     # Imported directly: a broken import is a broken installation and must fail loudly, not hide a
     # command. The commands import their optional extras (train, distributed) only when run.
+    from semlens_cli.compare_commands import compare_command
     from semlens_cli.hub_commands import download_command, export_command, models_command
     from semlens_cli.info_commands import info_command
     from semlens_cli.train_commands import train_command
     from semlens_cli.upscale_commands import eval_command, upscale_command
 
-    for command in (upscale_command, info_command, eval_command, models_command, download_command, export_command,
+    for command in (upscale_command, info_command, compare_command, eval_command, models_command, download_command, export_command,
                     train_command):
         command.params.append(click.Option(["--debug"], is_flag=True, expose_value=False, callback=_set_debug,
                                            help="Show tracebacks."))
