@@ -10,6 +10,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -279,6 +280,55 @@ def _terminable(method: F) -> F:
     return run  # type: ignore[return-value]
 
 
+class _Part:
+    """The frames of a source that a run keeps: from ``start`` seconds, for ``seconds`` seconds,
+    at most ``max_frames`` of them (each ``None`` for no limit)."""
+
+    def __init__(self, start: float | None, seconds: float | None, max_frames: int | None) -> None:
+        self.start = start or 0.0
+        self.seconds = seconds
+        self.max_frames = max_frames
+
+    @property
+    def trims(self) -> bool:
+        return bool(self.start) or self.seconds is not None or self.max_frames is not None
+
+    def shift_pts(self, info: Any) -> int:
+        return round(Fraction(self.start) / info.time_base) if self.start else 0
+
+    def open(self, src: Path) -> Any:
+        from semlens.io import VideoReader, open_source, probe
+
+        if self.start and src.is_file():  # seek near the start instead of decoding up to it
+            info = probe(src)
+            return VideoReader(src, info=info, start_pts=(info.start_pts or 0) + self.shift_pts(info))
+        return open_source(src)
+
+    def total(self, info: Any) -> int | None:
+        total = info.frame_count
+        if self.seconds is not None and info.fps:
+            total = min(total or 1 << 62, max(1, round(self.seconds * info.fps)))
+        if self.max_frames is not None:
+            total = min(total or self.max_frames, self.max_frames)
+        return total
+
+    def frames(self, reader: Any, info: Any) -> Iterator[Any]:
+        """The kept frames of ``reader``, in order (a frame's time is its pts from the source's start)."""
+        origin = info.start_pts or 0
+        rate = float(info.fps) if info.fps else 25.0
+        kept = 0
+        for i, frame in enumerate(reader):
+            t = i / rate if frame.pts is None else float((frame.pts - origin) * info.time_base)
+            if t < self.start - 1e-9:
+                continue
+            if self.seconds is not None and t >= self.start + self.seconds - 1e-9:
+                return
+            if self.max_frames is not None and kept >= self.max_frames:
+                return
+            kept += 1
+            yield frame
+
+
 def _is_video_path(path: Path) -> bool:
     from semlens.io import VIDEO_EXTENSIONS
 
@@ -374,49 +424,58 @@ class SemanticLensUpscaler:
     def upscale_video(self, src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                       codec: str = "libx264", crf: float | None = 18, preset: str | None = "medium",
                       pix_fmt: str | None = None, copy_audio: bool = True, overwrite: bool = False,
-                      max_frames: int | None = None, progress: Progress | None = None) -> UpscaleResult:
+                      max_frames: int | None = None, progress: Progress | None = None,
+                      start: float | None = None, seconds: float | None = None) -> UpscaleResult:
         """Upscale the video file (or image folder) ``src`` into ``dst``.
 
         ``dst`` is a video when it has a video extension, else a folder of PNG frames. Timestamps,
         audio/subtitle streams and metadata are kept; the output appears only when complete.
-        ``max_frames`` stops early (a preview). Raises :class:`~semlens.errors.SemlensError`
+        ``max_frames`` stops early (a preview). ``start`` (seconds from the video's start) skips the
+        frames shown before it and ``seconds`` keeps only the frames shown in that many seconds from
+        there. With any of the three the copied audio and subtitles are trimmed to the video, and with
+        ``start`` every timestamp (video, audio, subtitles) moves ``start`` seconds earlier, so the
+        part begins where the source begins. Raises :class:`~semlens.errors.SemlensError`
         subclasses for bad inputs and outputs.
         """
         from semlens.io import (
             ImageSequenceWriter,
             VideoWriter,
             atomic_output,
-            open_source,
             remove_stale_partials,
         )
 
         src, dst = Path(src), Path(dst)
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be at least 1 (or None for all frames), got {max_frames}")
+        if start is not None and not start >= 0:
+            raise ValueError(f"start must be >= 0 seconds, got {start}")
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"seconds must be positive, got {seconds}")
         if not src.exists():
             raise InputNotFoundError(f"input {str(src)!r} does not exist")
         remove_stale_partials(dst)  # left by a killed earlier run (its process is gone)
         started = time.perf_counter()
         result = UpscaleResult(input=src, output=dst)
         to_video = _is_video_path(dst)
-        with open_source(src) as reader:
+        part = _Part(start, seconds, max_frames)
+        with part.open(src) as reader:
             info = reader.info
             s = self.scale
-            total = info.frame_count if max_frames is None else min(info.frame_count or max_frames, max_frames)
+            total = part.total(info)
             with atomic_output(dst, overwrite=overwrite, source=src, is_dir=not to_video) as tmp:
                 if to_video:
                     writer: Any = VideoWriter(tmp, width=info.width * s, height=info.height * s, source=info,
                                               source_path=src if src.is_file() else None, codec=codec, crf=crf,
-                                              preset=preset, pix_fmt=pix_fmt, copy_audio=copy_audio)
+                                              preset=preset, pix_fmt=pix_fmt, copy_audio=copy_audio,
+                                              shift_pts=part.shift_pts(info), trim_aux=part.trims,
+                                              aux_end=None if seconds is None else Fraction(seconds))
                 else:
                     writer = ImageSequenceWriter(tmp)
                 with writer:
                     stamps: deque[tuple[int | None, int | None]] = deque()
 
                     def images() -> Iterator[np.ndarray]:
-                        for i, frame in enumerate(reader):
-                            if max_frames is not None and i >= max_frames:
-                                return
+                        for frame in part.frames(reader, info):
                             stamps.append((frame.pts, frame.duration))
                             yield frame.image
 

@@ -54,7 +54,12 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
 @click.option("--no-audio", is_flag=True, help="Drop audio streams.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--skip-existing", is_flag=True, help="Folders: skip outputs that exist and are complete.")
-@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Only the first N frames (a preview).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="Only the first N frames (audio and subtitles end with them).")
+@click.option("--preview", type=float, default=None, metavar="SECONDS",
+              help="Only this many seconds of video from --start, audio and subtitles trimmed to match.")
+@click.option("--start", "start_text", default=None, metavar="TIME",
+              help="Begin at this time (SS, MM:SS or HH:MM:SS[.ms]); the output starts at 0.")
 @click.option("--threads", type=int, default=0, help="CPU threads for the network (0 = all cores).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (GPU).")
 @click.option("--batch-windows", type=click.IntRange(min=0), default=0, show_default=True,
@@ -73,7 +78,7 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
                     dtype: str, extractor: str | None, window: int | None, tile: int, tile_overlap: int | None,
                     codec: str, crf: float,
                     preset: str, pix_fmt: str | None, no_audio: bool, overwrite: bool, skip_existing: bool,
-                    max_frames: int | None, threads: int, compile_: bool, batch_windows: int, quiet: bool,
+                    max_frames: int | None, preview: float | None, start_text: str | None, threads: int, compile_: bool, batch_windows: int, quiet: bool,
                     use_ray: bool,
                     ray_address: str | None, segment_seconds: float | None, cpus_per_task: float,
                     gpus_per_task: float | None) -> None:
@@ -91,6 +96,11 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
     warnings.filterwarnings("ignore", category=TruncatedInputWarning)
 
     use_ray = use_ray or ray_address is not None
+    start = _start_seconds(start_text)
+    if preview is not None and not preview > 0:
+        raise click.BadParameter(f"must be a positive number of seconds, got {preview:g}", param_hint="--preview")
+    if use_ray and (preview is not None or start is not None):
+        raise click.BadParameter("not with --ray; preview on one machine", param_hint="--preview/--start")
     if segment_seconds is not None and not use_ray:
         raise click.BadParameter("needs --ray", param_hint="--segment-seconds")
     if segment_seconds is not None and not segment_seconds > 0:
@@ -111,7 +121,11 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
         from semlens.io import VIDEO_EXTENSIONS, check_output_path, open_source
 
         # Bad inputs and outputs fail before the model is loaded.
-        open_source(input_path).close()
+        with open_source(input_path) as source:
+            duration = source.info.duration
+        if start is not None and duration is not None and start >= duration:
+            raise click.BadParameter(f"{start:g} s is past the end of the video ({duration:.3f} s)",
+                                     param_hint="--start")
         check_output_path(output_path, source=input_path, overwrite=overwrite,
                           is_dir=output_path.suffix.lower() not in VIDEO_EXTENSIONS)
     ray_options: Any = None
@@ -129,6 +143,8 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
                              compile_, batch_windows, tile_overlap)
     options: dict[str, Any] = dict(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, copy_audio=not no_audio,
                                    max_frames=max_frames)
+    if preview is not None or start is not None:  # not passed otherwise: the Ray path takes no part
+        options.update(start=start, seconds=preview)
     progress = FrameProgress(enabled=not quiet)
     interrupt = DeferredInterrupt()
 
@@ -185,6 +201,17 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
         click.echo(f"error: {r.input}: {cli_wording(r.error or '')}", err=True)
     if failed:
         raise BatchError(f"{len(failed)} of {len(results)} videos failed")
+
+
+def _start_seconds(text: str | None) -> float | None:
+    from semlens.compare import parse_time
+
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--start") from None
 
 
 def _summary(results: list[Any], root: Path, links: list[Path]) -> None:

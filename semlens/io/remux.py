@@ -20,6 +20,7 @@ import av
 
 from ._av import AV_ERRORS, codec_name, describe, pick_video_stream
 from .encoding import OutputWarning
+from .trim import place_packet
 
 __all__ = ["StreamCopier", "copy_tags"]
 
@@ -50,6 +51,15 @@ def copy_tags(tags: dict[str, str], into: dict[str, Any]) -> None:
         into[key] = value
 
 
+# How far past the end of the copied part packets are still read (streams interleave loosely).
+_READ_PAST_END = 5
+
+
+def ts_of(packet: Any) -> int:
+    """A packet's dts, else its pts."""
+    return packet.dts if packet.dts is not None else packet.pts
+
+
 class StreamCopier:
     """Copies the audio and/or subtitle streams of ``source_path`` into the output container
     ``out`` (before its header is written), then their packets as :meth:`pump` is called.
@@ -70,8 +80,12 @@ class StreamCopier:
         copied_streams: list[str],
         skipped_streams: list[str],
         check_file: Callable[[], None],
+        start: Fraction = Fraction(0),
+        end: Fraction | None = None,
     ) -> None:
         self._out = out
+        self._start = start  # source seconds moved to 0 and output seconds where copying ends
+        self._end = end  # (see place_packet)
         self.copied_streams = copied_streams
         self.skipped_streams = skipped_streams
         self.copied_packets = 0
@@ -134,13 +148,19 @@ class StreamCopier:
             if s.type != "attachment":
                 self._map[s.index] = o
                 packet_streams.append(s)
+        if packet_streams and self._start > 0:
+            try:  # to the key frame before the start; earlier packets are dropped by place_packet
+                source.seek(int(self._start * av.time_base), backward=True, any_frame=False)
+            except AV_ERRORS:
+                pass
         if packet_streams:
             self._packets = source.demux(*packet_streams)
         else:
             self.close()
 
     def pump(self, until: Fraction | None) -> None:
-        """Mux copied packets whose time is <= ``until`` seconds (all of them if ``None``)."""
+        """Mux copied packets whose time (moved by ``start``) is <= ``until`` seconds (all of them
+        if ``None``)."""
         if self._packets is None:
             return
         while True:
@@ -159,6 +179,13 @@ class StreamCopier:
                     self.close()
                     return
                 if packet.size == 0 or (packet.pts is None and packet.dts is None):
+                    continue
+                if self._end is not None and packet.time_base and ts_of(packet) * packet.time_base > (
+                    self._start + self._end + _READ_PAST_END
+                ):  # every stream is past the end: nothing more to copy
+                    self.close()
+                    return
+                if not place_packet(packet, self._start, self._end):
                     continue
             ts = packet.dts if packet.dts is not None else packet.pts
             if until is not None and packet.time_base and ts * packet.time_base > until:

@@ -106,6 +106,12 @@ class VideoWriter:
     ``with`` block with an exception aborts (nothing is flushed); pair with
     :func:`~semlens.io.atomic_output` so the partial file is removed.
 
+    Part of a source: ``shift_pts`` (ticks of the time base) is subtracted from every frame's pts,
+    and copied audio/subtitles are moved as many seconds earlier (packets before that point are
+    dropped, a subtitle cue showing there is kept from there); ``trim_aux`` drops the copied
+    packets that start at or after the end of the last frame; ``aux_end`` (output seconds, when
+    known in advance) drops those from there on and cuts a subtitle cue showing there.
+
     Errors: :class:`OutputError` (unknown codec, container cannot hold the codec, disk errors,
     no frame written), ``ValueError`` for a frame of the wrong shape or dtype.
 
@@ -140,6 +146,9 @@ class VideoWriter:
         container_format: str | None = None,
         faststart: bool = True,
         template: Any | None = None,
+        shift_pts: int = 0,
+        trim_aux: bool = False,
+        aux_end: Fraction | None = None,
     ) -> None:
         self.path = Path(path)
         self._template = template
@@ -170,6 +179,10 @@ class VideoWriter:
             raise ValueError(f"time_base must be positive, got {self.time_base}")
         step = (1 / self.fps / self.time_base) if self.fps else Fraction(1)
         self._pts_step = max(1, round(step))
+        self._shift = int(shift_pts)
+        self._trim_aux = trim_aux
+        self._aux_end = None if aux_end is None else Fraction(aux_end)
+        self._end: Fraction | None = None  # output time where the last frame ends, once known
 
         self.frames_written = 0
         self.skipped_streams: list[str] = []
@@ -344,6 +357,8 @@ class VideoWriter:
                     copied_streams=self.copied_streams,
                     skipped_streams=self.skipped_streams,
                     check_file=self._check_file,
+                    start=self._shift * self.time_base,
+                    end=self._aux_end,
                 )
 
     # -- writing ---------------------------------------------------------------------------------
@@ -403,7 +418,7 @@ class VideoWriter:
             frame = self._colour.planar_frame(self.planar_layout, image)
         else:
             frame = self._colour.rgb_frame(image, self.width, self.height)
-        pts = self._next_pts(pts)
+        pts = self._next_pts(None if pts is None else int(pts) - self._shift)
         frame.pts = pts
         frame.time_base = self.time_base
         self._last_pts = pts
@@ -494,13 +509,17 @@ class VideoWriter:
                 frame, duration = self._held
                 self._held = None
                 frame.duration = int(duration) if duration else (self._last_gap or self._pts_step)
+                self._end = (frame.pts + frame.duration) * self.time_base
                 self._encode(frame)
             for packet in self._stream.encode(None) if self._template is None else ():
                 ts = packet.dts if packet.dts is not None else packet.pts
                 if ts is not None and packet.time_base:
                     self._pump_aux(ts * packet.time_base)
                 self._mux_video([packet])
-            self._pump_aux(None)
+            if self._trim_aux and self._end is not None:  # copied streams end with the video
+                self._pump_aux(self._end - Fraction(1, 10**9))
+            else:
+                self._pump_aux(None)
             self._out.close()
             if self._file is not None:
                 self._file.close()
