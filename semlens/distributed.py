@@ -350,7 +350,7 @@ class _Driver:
         from semlens.upscaler import UpscaleResult
 
         join_segments(job.parts, job.dst, source=job.src, copy_audio=self.video_options.get("copy_audio", True),
-                      overwrite=self.overwrite)
+                      overwrite=self.overwrite, trim_aux=self.video_options.get("max_frames") is not None)
         result = UpscaleResult(input=job.src, output=job.dst, frames=job.frames,
                                seconds=time.perf_counter() - job.started)
         if job.plan.warnings:

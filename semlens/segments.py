@@ -424,9 +424,11 @@ def upscale_segment(src: str | os.PathLike[str], part: str | os.PathLike[str], j
 
 
 def join_segments(parts: Sequence[str | os.PathLike[str]], dst: str | os.PathLike[str], *,
-                  source: str | os.PathLike[str], copy_audio: bool = True, overwrite: bool = False) -> int:
+                  source: str | os.PathLike[str], copy_audio: bool = True, overwrite: bool = False,
+                  trim_aux: bool = False) -> int:
     """Join the segment files ``parts`` (in order) into ``dst`` by copying their video packets,
-    with the audio, subtitles and metadata of ``source`` copied once; ``dst`` is written
+    with the audio, subtitles and metadata of ``source`` copied once (``trim_aux``: only up to the
+    end of the last frame, for parts that stop before the source's end); ``dst`` is written
     atomically. Returns the number of video packets written."""
     import av
 
@@ -447,7 +449,7 @@ def join_segments(parts: Sequence[str | os.PathLike[str]], dst: str | os.PathLik
         extradata = template.codec_context.extradata
         ctx = template.codec_context
         with VideoWriter(tmp, width=ctx.width, height=ctx.height, source=info, source_path=src,
-                         copy_audio=copy_audio, template=template) as writer:
+                         copy_audio=copy_audio, template=template, trim_aux=trim_aux) as writer:
             last: Fraction | None = None
             for path in paths:
                 with av.open(str(path)) as part:

@@ -87,3 +87,14 @@ def test_bad_preview_options_are_usage_errors(tmp_path, tiny_x2_path, args, word
     out = invoke_cli(["upscale", str(src), str(tmp_path / "out.mp4"), "--model", str(tiny_x2_path), *args, *FAST])
     assert out.exit_code == 2, out.stderr
     assert words in out.stderr
+
+
+@pytest.mark.parametrize(("trim", "end"), [(True, 0.24), (False, 1.6)])
+def test_joined_segments_trim_the_audio_when_asked(tmp_path, trim, end):
+    from semlens.segments import join_segments
+
+    src = make_clip(tmp_path / "in.mp4", frames=40, size=(32, 24), fps=25, audio=True)
+    part = make_clip(tmp_path / "part.mp4", frames=6, size=(64, 48), fps=25)  # the first 6 frames, upscaled
+    dst = tmp_path / "joined.mp4"
+    assert join_segments([part], dst, source=src, trim_aux=trim) == 6
+    assert audio_span(dst)[1] == pytest.approx(end, abs=1024 / 48000 + 0.001)

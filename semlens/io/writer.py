@@ -442,6 +442,9 @@ class VideoWriter:
         ts = packet.dts if packet.dts is not None else packet.pts
         if ts is not None and packet.time_base:
             self._pump_aux(ts * packet.time_base)
+        if packet.pts is not None and packet.time_base:
+            end = (packet.pts + (packet.duration or 0)) * packet.time_base
+            self._end = end if self._end is None else max(self._end, end)
         packet.stream = self._stream
         try:
             self._out.mux(packet)
