@@ -20,7 +20,7 @@ from torch import Tensor
 from semlens.enhancer import PixelEnhancer
 from semlens.errors import InvalidInputError
 from semlens.semantics.cuts import SceneCutDetector
-from semlens.semantics.types import InstanceExtractor, Semantics
+from semlens.semantics.types import InstanceExtractor, Semantics, locate_frames
 from semlens.tiling import DEFAULT_TILE_OVERLAP
 from semlens.windows import Window, WindowScheduler
 
@@ -146,12 +146,15 @@ def _check_frame(frame: np.ndarray, first: np.ndarray | None) -> np.ndarray:
 class WindowRunner:
     """Upscales one window: frames -> extractor -> enhancer (tiled when needed) -> the window's
     emitted frames. The extractor carries its state from call to call within a shot, so windows
-    must be given in stream order (:func:`enhance_stream`; :mod:`semlens.segments` replays it)."""
+    must be given in stream order (:func:`enhance_stream`; :mod:`semlens.segments` replays it).
+    ``shot_start`` is the stream index of the current shot's first frame (window indices are
+    relative to it): the extractor is told each window's stream frames (:func:`locate_frames`)."""
 
     def __init__(self, model: PixelEnhancer, extractor: InstanceExtractor, settings: StreamSettings,
                  convert: Converter | None = None) -> None:
         self.model, self.extractor, self.settings = model, extractor, settings
         self.convert: Converter = convert or to_frames
+        self.shot_start = 0
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         s = self.settings
@@ -175,6 +178,7 @@ class WindowRunner:
             if (w.emit_offset, w.emit_offset + w.stop - w.start) != emit or len(frames) != len(items[0][1]):
                 raise ValueError("windows batched together must have the same length and emitted range")
             x, maxval = to_tensor(frames, self.settings.device)
+            locate_frames(self.extractor, [[self.shot_start + i for i in w.indices]])
             parts.append(self.extractor(x))
             inputs.append(x)
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
@@ -279,6 +283,7 @@ def enhance_stream(frames: Iterable[np.ndarray], model: PixelEnhancer, extractor
         if isinstance(step, ShotStart):
             yield from batcher.flush()  # the extractor restarts: the windows before the cut are done
             extractor.reset()
+            run.shot_start = step.index
         else:
             yield from batcher.add([(step.window, step.frames)])
     yield from batcher.flush()

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from semlens.errors import InvalidInputError, OutputError
-from semlens.semantics.types import InstanceExtractor
+from semlens.semantics.types import InstanceExtractor, locate_frames
 from semlens.windows import Window, check_window, window_at
 
 if TYPE_CHECKING:
@@ -317,6 +317,7 @@ def scan_video(src: str | os.PathLike[str], up: SemanticLensUpscaler, seconds: f
             if rule.starts_segment(pts[first] * tb):
                 boundaries.append(first)
                 states.append(extractor_state(extractor))
+            locate_frames(extractor, [[step.shot_start + i for i in step.window.indices]])
             with torch.inference_mode():
                 extractor(to_tensor(step.frames, settings.device)[0])
     warnings = list(reader.problems[:1]) if reader.truncated else []
@@ -398,6 +399,7 @@ def upscale_segment(src: str | os.PathLike[str], part: str | os.PathLike[str], j
             if w.number == 0:  # a shot starts: its extractor state must not see the last shot's windows
                 yield from batcher.flush()
                 extractor.reset()
+            batcher.run.shot_start = shot.start  # the batcher has no window of another shot pending
             yield from batcher.add([(w, [buffer[shot.start + i] for i in w.indices])])
         yield from batcher.flush()
 

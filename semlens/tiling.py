@@ -34,6 +34,11 @@ the first pass (:class:`~semlens.enhancer.isee.TilePooling`). The other tiles' s
 only by how their tokens were off in the first pass, a second-order error: the tiled output is
 within 1/255 of the untiled one (tested). The gathering pass skips reconstruction, so tiling with
 ISEE costs a little under twice the network time; it is used only when whole frames do not fit.
+A model with pooled tokens (``token_source="pooled"``) pools its shallow features over each
+instance's mask and over the frame the same way, through the same exchange, before propagating:
+those features do not depend on the tokens, so after the gathering pass its tokens are the whole
+frame's (exact where each tile's owned part lies farther than the shallow features' reach from
+the tile's edge, which a quarter-overlap context guarantees).
 
 :func:`auto_tile_size` estimates the network's peak activation memory and picks a tile that fits a
 budget; :func:`tiled_forward_with_retry` halves the tile on an out-of-memory error instead of
@@ -146,9 +151,10 @@ def _owned(starts: list[int], index: int, tile: int) -> tuple[int, int]:
 
 
 def _pools_over_frames(model: PixelEnhancer) -> bool:
-    """Whether ``model`` is the enhancer with ISEE (whose token pooling reads whole frames)."""
+    """Whether ``model`` is the enhancer with ISEE or with pooled tokens (whose token pooling reads
+    whole frames)."""
     config = getattr(model, "config", None)
-    return isinstance(config, EnhancerConfig) and config.use_isee
+    return isinstance(config, EnhancerConfig) and (config.use_isee or config.pooled_tokens)
 
 
 def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, tile: int,

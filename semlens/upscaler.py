@@ -102,7 +102,10 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 def check_extractor_fits(model: PixelEnhancer, extractor: str, dims: tuple[int, int], *,
                          model_name: str | None = None, trained_with: str | None = None) -> None:
     """Raise :class:`ExtractorMismatchError` unless the extractor named ``extractor``, whose
-    instance and scene tokens have ``dims`` sizes, can drive ``model`` (``"none"`` fits any model)."""
+    instance and scene tokens have ``dims`` sizes, can drive ``model``. ``"none"`` fits any model,
+    and any extractor fits a model that pools its own tokens (``token_source="pooled"``)."""
+    if getattr(model.config, "pooled_tokens", False):
+        return
     want = (model.config.instance_dim, model.config.global_dim)
     if extractor == "none" or tuple(dims) == want:
         return
@@ -400,7 +403,8 @@ class SemanticLensUpscaler:
             raise ModelNotFoundError(f"model {name!r} upscales x{loaded.scale}, not x{scale}; "
                                      f"drop --scale or pick a x{scale} model")
         ext = extractor if extractor is not None else loaded.extractor
-        if isinstance(ext, str):  # checked before the extractor is built (a SAM checkpoint is large)
+        if isinstance(ext, str) and not loaded.model.config.pooled_tokens:
+            # checked before the extractor is built (a SAM checkpoint is large)
             check_extractor_fits(loaded.model, ext, extractor_dims(ext), model_name=loaded.name,
                                  trained_with=loaded.extractor)
         net = loaded.model

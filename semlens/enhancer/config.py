@@ -6,16 +6,28 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-__all__ = ["EnhancerConfig", "PRESETS"]
+__all__ = ["EnhancerConfig", "PRESETS", "TOKEN_SOURCES"]
+
+#: Where the enhancer's tokens come from (see :class:`EnhancerConfig`).
+TOKEN_SOURCES = ("extractor", "pooled")
 
 
 @dataclass(frozen=True)
 class EnhancerConfig:
     """Hyper-parameters of :class:`~semlens.enhancer.PixelEnhancer`.
 
-    ``instance_dim`` and ``global_dim`` are the token sizes of the extractor the network is paired
-    with (the network projects them to ``token_dim``). ``use_image``, ``use_gps`` and ``use_isee``
-    switch the paper's three parts off one at a time for ablations.
+    ``token_source`` says where the instance and scene tokens come from:
+
+    - ``"extractor"``: the extractor's own tokens; ``instance_dim`` and ``global_dim`` are their
+      sizes (the network projects them to ``token_dim``), so the model only accepts extractors
+      with those sizes (the one it was trained with, or ``none``).
+    - ``"pooled"``: the network makes them itself, pooling its shallow features over each
+      instance's mask (and the scene token over the whole frame); it reads only the extractor's
+      masks, validity and slots, so any extractor drives it. ``instance_dim`` and ``global_dim``
+      are then unused.
+
+    ``use_image``, ``use_gps`` and ``use_isee`` switch the paper's three parts off one at a time for
+    ablations.
     """
 
     scale: int = 4
@@ -32,6 +44,7 @@ class EnhancerConfig:
     use_image: bool = True
     use_gps: bool = True
     use_isee: bool = True
+    token_source: str = "extractor"
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 3, 4):
@@ -41,6 +54,13 @@ class EnhancerConfig:
         for name in ("channels", "radius", "align_dim", "token_dim", "instance_dim", "global_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.token_source not in TOKEN_SOURCES:
+            raise ValueError(f"token_source must be one of {', '.join(TOKEN_SOURCES)}, got {self.token_source!r}")
+
+    @property
+    def pooled_tokens(self) -> bool:
+        """Whether the network pools its own tokens over the masks (any extractor fits it)."""
+        return self.token_source == "pooled"
 
     @property
     def size_multiple(self) -> int:
@@ -48,7 +68,12 @@ class EnhancerConfig:
         return 1
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a dict; ``token_source`` only when it is not ``"extractor"``, so models
+        saved before the option existed have the same configuration as before."""
+        data = asdict(self)
+        if data["token_source"] == "extractor":
+            del data["token_source"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EnhancerConfig:

@@ -11,6 +11,7 @@ from semlens.enhancer.config import EnhancerConfig
 from semlens.enhancer.image import ImplicitMaskedAlignment
 from semlens.enhancer.isee import EventAggregator, TilePooling
 from semlens.enhancer.space import SPACEBlock
+from semlens.enhancer.tokens import MaskPooledTokens
 from semlens.semantics.types import Semantics
 
 __all__ = ["PixelEnhancer"]
@@ -48,8 +49,11 @@ class PixelEnhancer(nn.Module):
         c, d = config.channels, config.token_dim
         self.extract = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
                                      residual_stack(c, config.extract_blocks))
-        self.instance_proj = nn.Linear(config.instance_dim, d)
-        self.scene_proj = nn.Linear(config.global_dim, d)
+        if config.pooled_tokens:
+            self.pooled = MaskPooledTokens(c, d)
+        else:
+            self.instance_proj = nn.Linear(config.instance_dim, d)
+            self.scene_proj = nn.Linear(config.global_dim, d)
         self.scene_default = nn.Parameter(torch.zeros(d))
         self.events = EventAggregator(d)
         self.backward_branch = _Direction(config, 2, config.backward_blocks)
@@ -76,6 +80,29 @@ class PixelEnhancer(nn.Module):
         ones = torch.ones(b, t, 1, dtype=torch.bool, device=like.device)
         return torch.cat([scene, inst], dim=2), torch.cat([ones, semantics.valid.bool()], dim=2)
 
+    def _pooled_tokens(self, feats: list[Tensor], semantics: Semantics | None,
+                       pooling: TilePooling | None) -> tuple[Tensor, Tensor]:
+        """Tokens pooled from the shallow features ``feats`` (one ``(B, C, h, w)`` per frame) over
+        the masks: as :meth:`_tokens`. A slot is valid where the extractor says so and its mask has
+        pixels; without semantics only the scene token is there."""
+        slots = semantics.num_instances if semantics is not None else 0
+        scenes, insts, present = [], [], []
+        for i, f in enumerate(feats):
+            ids = semantics.masks[:, i] if semantics is not None else None
+            scene, inst, has = self.pooled(f, ids, slots, pooling)
+            scenes.append(scene)
+            insts.append(inst)
+            present.append(has)
+        like = feats[0]
+        scene = (torch.stack(scenes, dim=1).to(like.dtype) + self.scene_default.to(like.dtype)).unsqueeze(2)
+        b, t = scene.shape[:2]
+        ones = torch.ones(b, t, 1, dtype=torch.bool, device=like.device)
+        if semantics is None:
+            return scene, ones
+        valid = torch.stack(present, dim=1) & semantics.valid.bool()
+        inst = self.events(torch.stack(insts, dim=1).to(like.dtype), valid)
+        return torch.cat([scene, inst], dim=2), torch.cat([ones, valid], dim=2)
+
     def _check(self, frames: Tensor, semantics: Semantics | None) -> None:
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise ValueError(f"frames must be (B, T, 3, h, w), got {tuple(frames.shape)}")
@@ -83,6 +110,8 @@ class PixelEnhancer(nn.Module):
             b, t, _, h, w = frames.shape
             if tuple(semantics.masks.shape) != (b, t, h, w):
                 raise ValueError(f"semantics masks {tuple(semantics.masks.shape)} do not match frames {(b, t, h, w)}")
+            if self.config.pooled_tokens:  # the extractor's own tokens are not read
+                return
             if semantics.instance_tokens.shape[-1] != self.config.instance_dim:
                 raise ValueError(f"instance tokens have {semantics.instance_tokens.shape[-1]} dims, the network "
                                  f"expects {self.config.instance_dim} (a model trained with another extractor?)")
@@ -110,7 +139,8 @@ class PixelEnhancer(nn.Module):
         forward pass stops at the last emitted frame and only emitted frames are reconstructed).
 
         ``pooling`` is for tiled runs (:func:`semlens.tiling.tiled_forward`): ``frames`` are a tile
-        of the window and ISEE's token pooling takes the rest of the frame from it. When it wants no
+        of the window and the token pooling (ISEE's, and a pooled model's own tokens) takes the rest
+        of the frame from it. When it wants no
         output (a gathering pass), nothing is reconstructed and an empty tensor is returned."""
         self._check(frames, semantics)
         b, t, _, h, w = frames.shape
@@ -120,9 +150,13 @@ class PixelEnhancer(nn.Module):
         # Per-frame stages run one frame at a time: the activations stay cache-sized and the peak
         # memory of a window does not grow with T (batched large convolutions are slower on CPUs).
         feats = [self.extract(frames[:, i].contiguous(memory_format=torch.channels_last)) for i in range(t)]
-        tokens, valid = self._tokens(semantics, b, t, frames)
+        if self.config.pooled_tokens:
+            tokens, valid = self._pooled_tokens(feats, semantics, pooling)
+        else:
+            tokens, valid = self._tokens(semantics, b, t, frames)
         ids = semantics.masks if semantics is not None else None
-        semantic = semantics is not None
+        # A pooled model always has its scene token (GPS is on even without an extractor).
+        semantic = semantics is not None or self.config.pooled_tokens
         masked_ids = ids if (ids is not None and self.config.use_image) else None
 
         def frame_ids(i: int) -> Tensor | None:

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["Semantics", "InstanceExtractor", "empty_semantics"]
+__all__ = ["Semantics", "InstanceExtractor", "empty_semantics", "locate_frames"]
 
 
 @dataclass
@@ -134,6 +134,12 @@ class InstanceExtractor(Protocol):
     consecutive windows of one stream are passed one call after the other, in order, and may
     overlap; an instance keeps its track id across them. ``reset()`` forgets every stream (new
     clip or scene cut).
+
+    An extractor that needs to know *which* frames of the stream a call holds (masks given per
+    frame, :class:`~semlens.semantics.GivenMasks`) also has ``locate(indices)``: the pipeline
+    calls it before each call with the stream frame index of every frame of every row (``B`` lists
+    of ``T`` indices, overlap and reflected frames at shot ends included); see
+    :func:`locate_frames`. Extractors without it are never told.
     """
 
     name: str
@@ -144,3 +150,11 @@ class InstanceExtractor(Protocol):
     def __call__(self, frames: Tensor) -> Semantics: ...
 
     def reset(self) -> None: ...
+
+
+def locate_frames(extractor: object, indices: list[list[int]]) -> None:
+    """Tell ``extractor`` the stream frame indices of the rows of its next call, if it has a
+    ``locate`` method (see :class:`InstanceExtractor`)."""
+    locate = getattr(extractor, "locate", None)
+    if callable(locate):
+        locate(indices)
