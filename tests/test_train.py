@@ -230,3 +230,50 @@ def test_run_summary_keeps_what_a_card_needs(tmp_path) -> None:
     written = json.loads(out.read_text())
     assert written["weights"] == {"file": "model.safetensors", "bytes": 7,
                                   "sha256": hashlib.sha256(b"weights").hexdigest()}
+
+
+def test_true_masks_reach_the_synthetic_clips_of_part_of_the_batches() -> None:
+    from semlens.semantics.lite import LiteExtractor
+    from semlens.train.loop import batch_semantics
+
+    sampler = ClipSampler(photos(), [], scale=2, patch=8, frames=2, batch=2, seed=3)
+    batch = sampler.batch_at(0)
+    assert batch.synthetic is not None and bool(batch.synthetic.all())
+    true = batch.masks[..., 1::2, 1::2]
+    always = TrainConfig(scale=2, token_source="pooled", true_mask_fraction=1.0)
+    sem = batch_semantics(always, LiteExtractor(max_instances=4), batch, 0)
+    assert torch.equal(sem.masks, true)
+    never = TrainConfig(scale=2, token_source="pooled", true_mask_fraction=0.0)
+    assert torch.equal(batch_semantics(never, LiteExtractor(max_instances=4), batch, 0).masks,
+                       LiteExtractor(max_instances=4)(batch.lr).masks)
+    # The default for pooled models is half of the batches (a pure function of seed and step).
+    half = TrainConfig(scale=2, token_source="pooled")
+    assert half.mask_fraction == 0.5 and TrainConfig().mask_fraction == 0.0
+    picked = [torch.equal(batch_semantics(half, LiteExtractor(max_instances=4), batch, i).masks, true)
+              for i in range(40)]
+    assert 8 < sum(picked) < 32
+    # Real footage has no true masks: its clips keep the extractor's.
+    batch.synthetic = torch.tensor([True, False])
+    mixed = batch_semantics(always, LiteExtractor(max_instances=4), batch, 0)
+    assert torch.equal(mixed.masks[0], true[0])
+    assert torch.equal(mixed.masks[1], LiteExtractor(max_instances=4)(batch.lr[1:]).masks[0])
+    with pytest.raises(ValueError, match="true masks"):
+        TrainConfig(extractor="sam-vit-b", true_mask_fraction=0.5).check()
+
+
+def test_train_command_trains_a_pooled_model(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    import semlens.train.data as data
+    from semlens.hub import load_model
+    from semlens_cli.main import cli
+
+    monkeypatch.setattr(data, "builtin_sources", lambda split: (photos(), []))
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "run"), "--scale", "2", "--iterations", "2",
+                                      "--batch", "2", "--patch", "8", "--frames", "2", "--token-source", "pooled",
+                                      "--extractor", "none", "--quiet"])
+    assert result.exit_code == 0, result.output
+    loaded = load_model(tmp_path / "run" / "model.safetensors")
+    assert loaded.model.config.pooled_tokens
+    assert loaded.meta["training"]["token_source"] == "pooled"
+    assert loaded.meta["training"]["true_mask_fraction"] is None  # the default: half the batches
