@@ -254,3 +254,26 @@ def test_importing_semlens_does_not_import_ray() -> None:
     code = "import sys, semlens, semlens_cli.main, semlens.segments; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_segments_with_given_masks_equal_the_single_run(tmp_path: Path, tiny_x2_path: Path) -> None:
+    """Each segment's windows get the masks of their own stream frames (the scan and the segment
+    workers tell GivenMasks where each window is), so the joined file equals the single run."""
+    from semlens.semantics import GivenMasks
+
+    src = make_shots_clip(tmp_path / "shots.mp4", shots=(13, 14, 13))
+    masks = []
+    for i in range(40):
+        m = np.zeros((24, 32), np.int64)
+        m[3:12, i % 24:i % 24 + 8] = 1
+        m[16:, (3 * i) % 20:(3 * i) % 20 + 12] = 2
+        masks.append(m)
+    up = SemanticLensUpscaler.from_pretrained(tiny_x2_path, device="cpu", extractor=GivenMasks(masks))
+    single = tmp_path / "single.mkv"
+    up.upscale_video(src, single, codec="ffv1")
+    joined = tmp_path / "joined" / "joined.mkv"
+    segments = _segments_run(src, joined, up, 0.3, codec="ffv1")
+    assert any(seg.start not in (0, 13, 27) for seg in segments)
+    a, _, _ = read_frames(single)
+    b, _, _ = read_frames(joined)
+    assert len(b) == 40 and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
