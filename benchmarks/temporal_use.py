@@ -35,7 +35,7 @@ from _common import machine, write_json
 from torch import Tensor
 
 from semlens.evaluate import bicubic_frames, evaluate, find_clips
-from semlens.semantics import build_extractor
+from semlens.hub import load_extractor
 from semlens.semantics.types import InstanceExtractor, Semantics
 from semlens.upscaler import SemanticLensUpscaler
 
@@ -115,8 +115,8 @@ def variants(model: str | None, scale: int) -> dict[str, Any]:
         "centre copies": centre_copies(build(ext), window),
     }
     if ext != "none":
-        out["one instance"] = build(_MaskEdit(build_extractor(ext), "one")).upscale_frames
-        out["shuffled masks"] = build(_MaskEdit(build_extractor(ext), "shuffle")).upscale_frames
+        out["one instance"] = build(_MaskEdit(load_extractor(ext), "one")).upscale_frames
+        out["shuffled masks"] = build(_MaskEdit(load_extractor(ext), "shuffle")).upscale_frames
     return {"name": ref.name, "scale": ref.scale, "window": window, "overlap": overlap, "extractor": ext,
             "methods": out}
 

@@ -34,7 +34,7 @@ from semlens.io.complete import is_complete_output  # re-exported: callers impor
 from semlens.pipeline import StreamSettings, enhance_stream, planar_converter
 from semlens.runtime import tune_allocator
 from semlens.scan import find_videos
-from semlens.semantics import InstanceExtractor, build_extractor, extractor_dims
+from semlens.semantics import InstanceExtractor, extractor_dims
 from semlens.tiling import DEFAULT_TILE_OVERLAP
 
 __all__ = ["SemanticLensUpscaler", "UpscaleResult", "Progress", "resolve_device", "resolve_dtype",
@@ -353,7 +353,9 @@ class SemanticLensUpscaler:
         self.dtype = resolve_dtype(dtype, self.device)
         tune_allocator()
         if isinstance(extractor, str):
-            extractor = build_extractor(extractor)
+            from semlens.hub import load_extractor
+
+            extractor = load_extractor(extractor)
         check_extractor_fits(model, extractor.name, (extractor.instance_dim, extractor.global_dim))
         self.model = model.to(self.device).eval()
         if self.device.type == "cuda":

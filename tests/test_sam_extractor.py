@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import ast
 import os
-import sys
-import types
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -14,7 +13,9 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
 
+import semlens.semantics
 from semlens.errors import ModelNotFoundError, WeightsError
+from semlens.semantics.registry import EXTRACTORS, build_extractor
 from semlens.semantics.sam import (
     SAM_VARIANTS,
     SamExtractor,
@@ -315,21 +316,66 @@ def test_official_variant_checkpoint_is_checked_before_building(
     checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The tiny file given for vit_b fails on shapes alone (vit_b is never allocated).
-    requests: list[tuple[str, object]] = []
-    fake_hub = types.ModuleType("semlens.hub")
+    monkeypatch.setitem(SAM_VARIANTS, "tiny-a", TINY)
+    with pytest.raises(WeightsError, match="does not match the 'vit_b'.*looks like a 'tiny-a'"):
+        build_sam_extractor("sam-vit-b", checkpoint)
+    with pytest.raises(WeightsError, match="'vit_l'"):
+        build_extractor("sam-vit-l", checkpoint=checkpoint)
+    # No path: the extractor does not look for one itself, it says who does.
+    with pytest.raises(ModelNotFoundError, match=r"checkpoint=.*load_extractor\('sam-vit-h'\)"):
+        build_sam_extractor("vit_h")
 
-    def resolve_sam_checkpoint(variant: str, path: object) -> Path:
+
+def test_the_hub_resolves_the_official_checkpoint(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import semlens.hub.loading
+    from semlens.hub import load_extractor
+
+    requests: list[tuple[str, object]] = []
+
+    def resolve_sam_checkpoint(variant: str, path: object, **_: object) -> Path:
         requests.append((variant, path))
         return checkpoint
 
-    fake_hub.resolve_sam_checkpoint = resolve_sam_checkpoint  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "semlens.hub", fake_hub)
+    monkeypatch.setattr(semlens.hub.loading, "resolve_sam_checkpoint", resolve_sam_checkpoint)
     monkeypatch.setitem(SAM_VARIANTS, "tiny-a", TINY)
     with pytest.raises(WeightsError, match="does not match the 'vit_b'.*looks like a 'tiny-a'"):
-        build_sam_extractor("sam-vit-b")
+        load_extractor("sam-vit-b")
+    mine = checkpoint.parent / "mine.pth"
     with pytest.raises(WeightsError, match="'vit_l'"):
-        build_sam_extractor("vit_l", checkpoint)
-    assert requests == [("vit_b", None), ("vit_l", checkpoint)]
+        load_extractor("sam-vit-l", mine, points_per_side=2)
+    assert requests == [("sam-vit-b", None), ("sam-vit-l", mine)]
+    assert load_extractor("lite").name == "lite"
+    with pytest.raises(ValueError, match="takes no checkpoint"):
+        load_extractor("lite", checkpoint)
+
+
+def test_semantics_never_imports_the_hub() -> None:
+    # Layers look down only: the hub builds on the semantics, not the other way round.
+    package = Path(semlens.semantics.__file__).parent
+    imports = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imports.append((path.name, node.module))
+            elif isinstance(node, ast.Import):
+                imports.extend((path.name, alias.name) for alias in node.names)
+    assert any(module == "semlens.semantics.types" for _, module in imports)
+    assert [(f, m) for f, m in imports if m == "semlens.hub" or m.startswith("semlens.hub.")] == []
+
+
+def test_sam_variant_names_come_from_one_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    from semlens.hub.specs import registry, sam_spec
+
+    for variant in [v for v in SAM_VARIANTS.values() if v.registry_key is not None]:
+        spec = registry()[variant.extractor_name]
+        assert (spec.kind, spec.variant, spec.extractor) == ("extractor", variant.name, variant.extractor_name)
+        assert variant.extractor_name in EXTRACTORS
+    # A name the semantics table resolves is understood by the hub the same way.
+    monkeypatch.setitem(SAM_VARIANTS, "base", SAM_VARIANTS["vit_b"])
+    assert get_sam_variant("sam-base") is SAM_VARIANTS["vit_b"]
+    assert sam_spec("sam-base") is sam_spec("vit_b") is registry()["sam-vit-b"]
+    with pytest.raises(ModelNotFoundError, match="vit_b, vit_l, vit_h"):
+        sam_spec("vit_x")
 
 
 @pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h"])

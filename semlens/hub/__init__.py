@@ -20,6 +20,7 @@ from semlens.hub.loading import (
     bundled_path,
     download,
     list_models,
+    load_extractor,
     load_model,
     resolve,
     resolve_sam_checkpoint,
@@ -42,5 +43,6 @@ __all__ = [
     "export_model",
     "download",
     "resolve_sam_checkpoint",
+    "load_extractor",
     "bundled_path",
 ]

@@ -46,6 +46,7 @@ from semlens.hub.specs import DEFAULT_MODEL, ModelSpec, known_names, registry, s
 
 if TYPE_CHECKING:
     from semlens.enhancer import EnhancerConfig, PixelEnhancer
+    from semlens.semantics import InstanceExtractor
 
 __all__ = [
     "ModelInfo",
@@ -56,6 +57,7 @@ __all__ = [
     "load_model",
     "download",
     "resolve_sam_checkpoint",
+    "load_extractor",
     "bundled_path",
 ]
 
@@ -442,3 +444,20 @@ def resolve_sam_checkpoint(variant: str, path: str | os.PathLike[str] | None = N
         return explicit
     found, _ = _fetch_spec(spec, progress)
     return found
+
+
+def load_extractor(name: str, checkpoint: str | os.PathLike[str] | None = None, *,
+                   progress: ProgressCallback | None = None, **options: Any) -> InstanceExtractor:
+    """Build the extractor ``name`` (``lite``, ``none``, ``sam-vit-b``, ...) ready to run.
+
+    A SAM extractor gets the path from :func:`resolve_sam_checkpoint` (``checkpoint`` wins, else
+    the Hugging Face cache, else a verified download); ``options`` go to
+    :func:`semlens.semantics.build_extractor`.
+    """
+    from semlens.semantics import EXTRACTORS, build_extractor
+
+    if name.startswith("sam-") and name in EXTRACTORS:
+        options["checkpoint"] = resolve_sam_checkpoint(name, checkpoint, progress=progress)
+    elif checkpoint is not None:
+        raise ValueError(f"the extractor {name!r} takes no checkpoint")
+    return build_extractor(name, **options)

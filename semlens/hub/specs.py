@@ -123,6 +123,7 @@ def _register_all() -> dict[str, ModelSpec]:
     """Create every spec. This is the one place where models are registered."""
     from semlens.enhancer.config import EnhancerConfig
     from semlens.semantics.registry import extractor_dims
+    from semlens.semantics.sam_variants import SAM_VARIANTS
 
     lite_dims = extractor_dims("lite")
 
@@ -151,12 +152,12 @@ def _register_all() -> dict[str, ModelSpec]:
         )
 
     def sam(variant: str, filename: str, size: int | None, sha256: str, approx_size: int | None = None) -> ModelSpec:
-        letter = variant.split("_")[1]
+        name = SAM_VARIANTS[variant].extractor_name  # "sam-vit-b": names come from the variant table
         return ModelSpec(
-            name=f"sam-vit-{letter}",
+            name=name,
             kind="extractor",
-            description=f"Segment Anything ViT-{letter.upper()} checkpoint (official, Hub mirror)",
-            extractor=f"sam-vit-{letter}",
+            description=f"Segment Anything ViT-{name.rsplit('-', 1)[1].upper()} checkpoint (official, Hub mirror)",
+            extractor=name,
             variant=variant,
             repo_id=SAM_REPO_ID,
             # No commit of the mirror is known to us, so the branch is pinned; the sha256 (the
@@ -209,11 +210,15 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def sam_spec(variant: str) -> ModelSpec:
-    """The SAM checkpoint spec of ``variant``: ``"vit_b"``, ``"vit-b"`` or ``"sam-vit-b"``."""
-    key = variant.strip().lower().replace("_", "-")
-    if not key.startswith("sam-"):
-        key = f"sam-{key}"
-    spec = registry().get(key)
+    """The SAM checkpoint spec of ``variant``: ``"vit_b"``, ``"vit-b"``, ``"sam-vit-b"`` or any
+    name :func:`semlens.semantics.sam_variants.get_sam_variant` resolves (the one table of SAM
+    variant names)."""
+    from semlens.semantics.sam_variants import get_sam_variant
+
+    try:
+        spec = registry().get(get_sam_variant(variant).extractor_name)
+    except ModelNotFoundError:
+        spec = None
     if spec is None or spec.kind != "extractor":
         variants = ", ".join(s.variant or "" for s in registry().values() if s.kind == "extractor")
         raise ModelNotFoundError(f"unknown SAM variant {variant!r}; choose from {variants}")

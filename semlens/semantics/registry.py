@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
+from semlens.semantics.sam_variants import SAM_VARIANTS
 from semlens.semantics.types import InstanceExtractor, Semantics
 
 __all__ = ["EXTRACTORS", "NoneExtractor", "build_extractor", "extractor_dims"]
@@ -37,7 +38,7 @@ def _sam(variant: str) -> Callable[..., InstanceExtractor]:
     def build(**options: Any) -> InstanceExtractor:
         from semlens.semantics.sam import build_sam_extractor
 
-        return build_sam_extractor(f"sam-{variant}", **options)
+        return build_sam_extractor(variant, **options)
 
     return build
 
@@ -45,14 +46,16 @@ def _sam(variant: str) -> Callable[..., InstanceExtractor]:
 EXTRACTORS: dict[str, Callable[..., InstanceExtractor]] = {
     "lite": _lite,
     "none": lambda **options: NoneExtractor(),
-    "sam-vit-b": _sam("vit-b"),
-    "sam-vit-l": _sam("vit-l"),
-    "sam-vit-h": _sam("vit-h"),
+    # The official SAM variants: sam-vit-b, sam-vit-l, sam-vit-h.
+    **{v.extractor_name: _sam(v.name) for v in SAM_VARIANTS.values() if v.registry_key is not None},
 }
 
 
 def build_extractor(name: str, **options: Any) -> InstanceExtractor:
-    """Build a registered extractor by name (``lite``, ``none``, ``sam-vit-b``, ``sam-vit-l``, ``sam-vit-h``)."""
+    """Build a registered extractor by name (``lite``, ``none``, ``sam-vit-b``, ``sam-vit-l``, ``sam-vit-h``).
+
+    The SAM extractors need ``checkpoint=<path to .pth>`` among the ``options``;
+    ``semlens.hub.load_extractor`` builds any of them with the official checkpoint found for it."""
     try:
         builder = EXTRACTORS[name]
     except KeyError:

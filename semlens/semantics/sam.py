@@ -12,6 +12,9 @@ The parts live in their own modules and are importable from here too:
 - :mod:`semlens.semantics.sam_masks`: :class:`SamMaskGenerator`, the instances of one key frame;
 - :mod:`semlens.semantics.sam_propagation`: :func:`propagate_soft_labels`, masks between key frames.
 
+Checkpoints are always passed in as paths: finding or downloading the official ones is the hub's
+part (``semlens.hub.load_extractor``); nothing here imports the hub.
+
 This module holds the :class:`~semlens.semantics.types.InstanceExtractor` that ties them to the
 tracker (:class:`SamExtractor`) and :func:`build_sam_extractor` (variant + checkpoint path ->
 ready extractor).
@@ -372,9 +375,9 @@ def build_sam_extractor(
     Args:
         name: ``"sam-vit-b"``, ``"sam-vit-l"``, ``"sam-vit-h"`` (or ``"vit_b"``...), a registered
             custom variant name, or a :class:`SamVariant`.
-        checkpoint: path of the variant's ``.pth`` state dict. For official variants it is
-            resolved by ``semlens.hub.resolve_sam_checkpoint(variant, checkpoint)`` (explicit path
-            wins, else the Hugging Face cache, else a verified download); custom variants need it.
+        checkpoint: path of the variant's ``.pth`` state dict (required). For the official
+            variants, ``semlens.hub.load_extractor`` finds it (the Hugging Face cache, else a
+            verified download) and passes it here.
         image_size: SAM's input size (default: the variant's native 1024); see
             :func:`resize_sam_input`.
         device: where to put SAM now (it also follows the frames' device at call time).
@@ -382,24 +385,19 @@ def build_sam_extractor(
             ``overlap``, ``keyframe_threshold``, ...).
 
     Raises:
-        ModelNotFoundError: unknown name, missing file, or no checkpoint for a custom variant.
+        ModelNotFoundError: unknown name, no checkpoint given, or a missing file.
         WeightsError: the checkpoint is corrupt, unsafe, or of another variant.
     """
     variant = get_sam_variant(name)
-    path = checkpoint
-    if variant.registry_key is not None:
-        try:
-            from semlens.hub import resolve_sam_checkpoint
-        except ModuleNotFoundError as e:  # the hub is optional when a path is given
-            if e.name != "semlens.hub" or checkpoint is None:
-                raise
-        else:
-            path = resolve_sam_checkpoint(variant.name, checkpoint)
-    if path is None:
-        raise ModelNotFoundError(
-            f"no checkpoint for the custom SAM variant {variant.name!r}: pass checkpoint=<path to .pth>"
+    if checkpoint is None:
+        where = (
+            f"; semlens.hub.load_extractor({variant.extractor_name!r}) finds the official one"
+            if variant.registry_key is not None else ""
         )
-    sam = load_sam(variant, path)
+        raise ModelNotFoundError(
+            f"no checkpoint for the SAM variant {variant.name!r}: pass checkpoint=<path to .pth>{where}"
+        )
+    sam = load_sam(variant, checkpoint)
     if image_size is not None:
         resize_sam_input(sam, image_size)
     if device is not None:

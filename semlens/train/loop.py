@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from semlens.enhancer import EnhancerConfig, PixelEnhancer
-from semlens.semantics import Semantics, build_extractor, empty_semantics, extractor_dims
+from semlens.hub import load_extractor
+from semlens.semantics import Semantics, empty_semantics, extractor_dims
 
 __all__ = ["TrainConfig", "train", "charbonnier", "build_model", "batch_semantics"]
 
@@ -219,7 +220,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
         sampler = ClipSampler(photos, videos, cfg.scale, cfg.patch, cfg.frames, cfg.batch,
                               video_fraction=cfg.video_fraction, seed=cfg.seed,
                               degradation=cfg.sampler_degradation())
-    extractor = build_extractor(cfg.extractor)
+    extractor = load_extractor(cfg.extractor)
     log = _Log(out / "log.jsonl", cfg.iterations, start, quiet)
     model.train()
     running = None
