@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from semlens.semantics.cuts import SceneCutDetector, colour_histogram, histogram_distance
-from semlens.semantics.lite import LiteExtractor, exact_region_sums
+from semlens.semantics.lite import LiteExtractor, exact_region_sums, region_sums
 
 
 def panning_clip(frames: int = 8, h: int = 36, w: int = 48, step: int = 2) -> torch.Tensor:
@@ -79,6 +79,10 @@ def test_exact_region_sums_do_not_depend_on_the_order_of_the_pixels() -> None:
     reference = torch.einsum("npk,ncp->nck", onehot, values.double())
     assert torch.allclose(sums.double(), reference, rtol=0, atol=1e-4) and sums.dtype == torch.float32
     assert torch.equal(count, onehot.sum(dim=1).float())
+    # On the CPU the float scatter-add stays (deterministic there): the same bits as before.
+    plain = values.new_zeros(2, 6, 5).scatter_add_(2, assign[:, None].expand_as(values), values)
+    assert torch.equal(region_sums(values, assign, 5)[0], plain)
+    assert torch.equal(region_sums(values, assign, 5, exact=True)[0], sums)
 
 
 def test_lite_exact_sums_give_the_same_regions() -> None:

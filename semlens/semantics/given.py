@@ -26,7 +26,14 @@ import torch
 from torch import Tensor
 
 from semlens.errors import InvalidInputError
-from semlens.semantics.lite import LITE_GLOBAL_DIM, LITE_INSTANCE_DIM, LiteExtractor, _gradient, _luma
+from semlens.semantics.lite import (
+    LITE_GLOBAL_DIM,
+    LITE_INSTANCE_DIM,
+    LiteExtractor,
+    _gradient,
+    _luma,
+    region_sums,
+)
 from semlens.semantics.types import Semantics
 
 __all__ = ["GivenMasks", "semantics_from_masks"]
@@ -155,9 +162,7 @@ def _region_tokens(frames: Tensor, assign: Tensor, n: int, h: int, w: int) -> tu
     ys = torch.linspace(0, 1, h, device=frames.device).view(1, h, 1).expand_as(luma)
     xs = torch.linspace(0, 1, w, device=frames.device).view(1, 1, w).expand_as(luma)
     values = torch.stack([*frames.unbind(1), luma, luma.square(), _gradient(luma), ys, xs], dim=1).flatten(2)
-    sums = values.new_zeros(values.shape[0], values.shape[1], n + 1)
-    sums.scatter_add_(2, assign[:, None].expand_as(values), values)
-    count = values.new_zeros(values.shape[0], n + 1).scatter_add_(1, assign, values.new_ones(()).expand_as(assign))
+    sums, count = region_sums(values, assign, n + 1)  # order-independent off the CPU
     sums, count = sums[..., 1:], count[:, 1:]  # drop the background
     mean = sums / count.clamp_min(1.0)[:, None]
     var_l = (mean[:, 4] - mean[:, 3] ** 2).clamp_min(0)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from semlens.semantics.types import Semantics
 
-__all__ = ["LiteExtractor", "LITE_INSTANCE_DIM", "LITE_GLOBAL_DIM", "exact_region_sums"]
+__all__ = ["LiteExtractor", "LITE_INSTANCE_DIM", "LITE_GLOBAL_DIM", "exact_region_sums", "region_sums"]
 
 LITE_INSTANCE_DIM = 8
 LITE_GLOBAL_DIM = 8
@@ -47,6 +47,22 @@ def exact_region_sums(values: Tensor, assign: Tensor, regions: int) -> tuple[Ten
     return sums.to(values.dtype) / _FIXED_POINT, count.to(values.dtype)
 
 
+def region_sums(values: Tensor, assign: Tensor, regions: int, exact: bool | None = None) -> tuple[Tensor, Tensor]:
+    """Per-region sums ``(n, C, regions)`` of ``values (n, C, P)`` and pixel counts ``(n, regions)``.
+
+    ``exact``: use :func:`exact_region_sums` (the same bits on every run, on any device). ``None``:
+    on every device but the CPU, whose float scatter-add is already deterministic (and faster).
+    """
+    if exact is None:
+        exact = values.device.type != "cpu"
+    if exact:
+        return exact_region_sums(values, assign, regions)
+    n, c, _ = values.shape
+    sums = values.new_zeros(n, c, regions).scatter_add_(2, assign[:, None].expand_as(values), values)
+    count = values.new_zeros(n, regions).scatter_add_(1, assign, values.new_ones(()).expand_as(assign))
+    return sums, count
+
+
 def _luma(frames: Tensor) -> Tensor:
     r, g, b = frames.unbind(dim=-3)
     return 0.299 * r + 0.587 * g + 0.114 * b
@@ -70,7 +86,7 @@ class LiteExtractor:
         min_area: regions covering less than this fraction of a frame are background (id 0).
         exact_sums: add the region statistics with :func:`exact_region_sums` (bit-identical from
             run to run on any device). ``None`` (default): on every device but the CPU, whose float
-            scatter-add is already deterministic (and a little faster).
+            scatter-add is already deterministic (and faster); see :func:`region_sums`.
     """
 
     name = "lite"
@@ -178,17 +194,10 @@ class LiteExtractor:
     def _region_sums(self, frames: Tensor, assign: Tensor) -> tuple[Tensor, Tensor]:
         """Per region of ``assign``: sums of R, G, B, luma, luma^2 and gradient ``(n, 6, N)``, and
         pixel counts ``(n, N)``."""
-        n = frames.shape[0]
         luma = _luma(frames)
         values = torch.cat([frames.flatten(2), luma.flatten(1)[:, None], luma.square().flatten(1)[:, None],
                             _gradient(luma).flatten(1)[:, None]], dim=1)  # (n, 6, hw)
-        exact = self.exact_sums if self.exact_sums is not None else values.device.type != "cpu"
-        if exact:
-            return exact_region_sums(values, assign, self.max_instances)
-        sums = values.new_zeros(n, 6, self.max_instances)
-        sums.scatter_add_(2, assign[:, None].expand_as(values), values)
-        count = values.new_zeros(n, self.max_instances).scatter_add_(1, assign, values.new_ones(()).expand_as(assign))
-        return sums, count
+        return region_sums(values, assign, self.max_instances, self.exact_sums)
 
     def _region_tokens(self, sums: Tensor, count: Tensor, area: Tensor, centres: Tensor) -> Tensor:
         """``(n, N, 8)``: mean RGB, luma std, centre (y, x), area, mean gradient."""
