@@ -26,8 +26,9 @@ ALLOWED: dict[str, set[str]] = {
     "segments": {"upscaler", "pipeline", "io", "semantics", "windows", "errors", "runtime"},
     "distributed": {"upscaler", "segments", "io", "enhancer", "scan"} | BASICS,
     "describe": {"upscaler", "io", "errors"},
+    "compare": {"upscaler", "evaluate", "io", "errors"},
     "evaluate": {"io", "metrics", "scan", "train", "errors"},
-    "train": {"enhancer", "semantics", "windows", "metrics", "io", "errors"},
+    "train": {"enhancer", "semantics", "hub", "windows", "metrics", "io", "errors"},
     "__init__": {"upscaler", "hub"},
 }
 

@@ -112,8 +112,9 @@ def _compact(labels: Tensor, count: int) -> Tensor:
 class SamExtractor:
     """Instance extractor built on Segment Anything (SAM): masks, tokens and tracks of windows.
 
-    **Cost.** SAM's ViT-B image encoder takes about 17 s per 1024 x 1024 image on a 2-core CPU
-    (ViT-L/H much more), so it runs on *key frames only*; the other frames get their masks by
+    **Cost.** SAM's image encoder is a ViT on a 1024 x 1024 input: seconds per image on a CPU for
+    ViT-B, several times more for ViT-L/H (``python benchmarks/sam_encoder.py --variant vit_b``
+    measures it on your machine), so it runs on *key frames only*; the other frames get their masks by
     cheap propagation. Lower ``image_size`` (see :func:`build_sam_extractor`) to trade mask
     quality for speed.
 
