@@ -113,8 +113,10 @@ def _payload(up: SemanticLensUpscaler, options: RayOptions) -> _Payload:
     settings, and what each worker resolves on its own device."""
     import torch
 
+    from semlens.runtime import is_compiled
+
     net = getattr(up.model, "_orig_mod", up.model)  # torch.compile wraps the module
-    compile_ = options.compile if options.compile is not None else net is not up.model
+    compile_ = options.compile if options.compile is not None else is_compiled(up.model)
     batch = options.batch_windows
     if batch is None:
         batch = getattr(up, "batch_windows_asked", up.settings.batch_windows)
@@ -134,14 +136,13 @@ def _payload(up: SemanticLensUpscaler, options: RayOptions) -> _Payload:
 def _build_upscaler(payload: _Payload, device: str) -> SemanticLensUpscaler:
     """The upscaler ``payload`` describes, on ``device``: compiled and with its windows per batch
     resolved for that device, with the driver's window, tiling and cut settings."""
-    import torch
-
     from semlens.enhancer import PixelEnhancer
+    from semlens.runtime import compile_network
     from semlens.upscaler import SemanticLensUpscaler
 
     model = PixelEnhancer(payload.config)
     model.load_state_dict(payload.state, strict=True)
-    net: Any = torch.compile(model) if payload.compile else model
+    net: Any = compile_network(model) if payload.compile else model  # as from_pretrained(compile=True)
     s = payload.settings
     up = SemanticLensUpscaler(net, payload.extractor, device=device, dtype=payload.dtype, window=s.window,
                               overlap=s.overlap, tile=s.tile, detect_cuts=s.detect_cuts, name=payload.name,
@@ -155,6 +156,8 @@ def _worker_upscaler(box: list[Any]) -> SemanticLensUpscaler:
     import ray
     import torch
 
+    from semlens.tiling import task_memory_budget
+
     ref = box[0]
     key = ref.hex()
     if key not in _BUILT:
@@ -165,6 +168,8 @@ def _worker_upscaler(box: list[Any]) -> SemanticLensUpscaler:
         if device == "auto":
             device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         up = _build_upscaler(payload, device)
+        gpus = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0))  # a fraction: its share
+        up.settings = replace(up.settings, memory_budget=task_memory_budget(up.settings.memory_budget, up.device, gpus))
         _BUILT.clear()
         _BUILT[key] = up
     return _BUILT[key]
@@ -463,11 +468,12 @@ def run_on_ray(up: SemanticLensUpscaler, pairs: Sequence[tuple[Path, Path]], *, 
     outputs. ``video_options`` are those of
     :meth:`~semlens.upscaler.SemanticLensUpscaler.upscale_video` (codec, crf, ...)."""
     from semlens.io import remove_stale_partials
-    from semlens.upscaler import UpscaleResult, is_complete_output
+    from semlens.upscaler import UpscaleResult, check_task_device, is_complete_output
 
     options = options or RayOptions()
     if options.segment_seconds is not None and not options.segment_seconds > 0:
         raise ValueError(f"segment_seconds must be positive, got {options.segment_seconds}")
+    check_task_device(options.device, options.num_gpus)
     ray = import_ray()
     connected = _connect(ray, options.address)
     jobs: list[_Job] = []

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from semlens.enhancer import PixelEnhancer
-from semlens.errors import InvalidInputError
+from semlens.errors import InvalidInputError, SemlensError
 from semlens.semantics.cuts import SceneCutDetector
 from semlens.semantics.types import InstanceExtractor, Semantics, locate_frames
 from semlens.tiling import DEFAULT_TILE_OVERLAP
@@ -39,9 +39,11 @@ class StreamSettings:
     """How frames are processed: device, autocast dtype (``None`` = float32), window and overlap,
     scene-cut detection, spatial tile size (``0`` = automatic: whole frames when the window fits
     ``memory_budget`` bytes of activations, else the largest tile that does; ``None`` budget = 2 GiB
-    on a CPU, 60% of a GPU's memory). Out-of-memory errors halve the tile and retry.
-    ``batch_windows`` windows go through the enhancer together (one batch: fuller GPUs; the
-    extractor still sees every window in stream order, and the pixels are those of one at a time)."""
+    on a CPU, 60% of a GPU's memory). ``batch_windows`` windows go through the enhancer together
+    (one batch: fuller GPUs; the extractor still sees every window in stream order, and the pixels
+    are those of one at a time), fewer when their whole-frame tensors would take more than half the
+    budget. Out-of-memory errors split the batch, then halve the tile, and retry
+    (:class:`WindowRunner`)."""
 
     device: torch.device
     dtype: torch.dtype | None = None
@@ -147,13 +149,29 @@ class WindowRunner:
     """Upscales one window: frames -> extractor -> enhancer (tiled when needed) -> the window's
     emitted frames. The extractor carries its state from call to call within a shot, so windows
     must be given in stream order (:func:`enhance_stream`; :mod:`semlens.segments` replays it).
+
+    Memory: the windows of a batch go through the network :attr:`windows` at a time (fewer than
+    ``batch_windows`` when their whole-frame tensors, which tiling cannot shrink, would take more
+    than half the memory budget), and frames are tiled when the window does not fit the budget. On
+    an out-of-memory error the batch is split first, then the tile halved (never below twice the
+    tile overlap); what fitted is kept for the following batches. Moving frames to the device,
+    the extractor and the conversion of the output are retried too.
+
     ``shot_start`` is the stream index of the current shot's first frame (window indices are
-    relative to it): the extractor is told each window's stream frames (:func:`locate_frames`)."""
+    relative to it): the extractor is told each window's stream frames (:func:`locate_frames`).
+    """
 
     def __init__(self, model: PixelEnhancer, extractor: InstanceExtractor, settings: StreamSettings,
                  convert: Converter | None = None) -> None:
         self.model, self.extractor, self.settings = model, extractor, settings
         self.convert: Converter = convert or to_frames
+        self.windows = max(1, int(settings.batch_windows))
+        """Windows per pass through the network (lowered for good after an out-of-memory error)."""
+        self.tile: int | None = None
+        """The tile that fitted after an out-of-memory error (``None``: none yet); later batches
+        start from it instead of running out of memory again."""
+        self.frame_by_frame = False
+        """Whether the output is converted one frame at a time (after an out-of-memory error)."""
         self.shot_start = 0
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -161,6 +179,12 @@ class WindowRunner:
         if s.dtype is None or s.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=s.device.type, dtype=s.dtype)
+
+    def _budget(self) -> int:
+        from semlens.tiling import default_memory_budget
+
+        s = self.settings
+        return s.memory_budget if s.memory_budget is not None else default_memory_budget(s.device)
 
     @torch.inference_mode()
     def __call__(self, window: Window, frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -170,29 +194,144 @@ class WindowRunner:
     def batch(self, items: list[tuple[Window, list[np.ndarray]]]) -> list[list[np.ndarray]]:
         """Several windows of the same length and emitted range through the enhancer as one batch;
         the extractor runs on each in the order given. Returns each window's emitted frames."""
+        from semlens.tiling import windows_per_pass
+
         window = items[0][0]
         first = window.emit_offset
         emit = (first, first + (window.stop - window.start))
-        inputs, parts = [], []
         for w, frames in items:
             if (w.emit_offset, w.emit_offset + w.stop - w.start) != emit or len(frames) != len(items[0][1]):
                 raise ValueError("windows batched together must have the same length and emitted range")
-            x, maxval = to_tensor(frames, self.settings.device)
-            locate_frames(self.extractor, [[self.shot_start + i for i in w.indices]])
-            parts.append(self.extractor(x))
-            inputs.append(x)
-        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
-        semantics = parts[0] if len(parts) == 1 else Semantics.concat(parts)
-        with self._autocast():
-            from semlens.tiling import auto_tile_for, default_memory_budget, tiled_forward_with_retry
+        h, w_ = items[0][1][0].shape[:2]
+        results: list[list[Any]] = []
+        prepared: dict[int, tuple[Tensor, Semantics | None, int]] = {}
+        while len(results) < len(items):
+            done = len(results)
+            count = min(self.windows, len(items) - done)
+            if count > 1:
+                count = windows_per_pass(h, w_, len(items[0][1]), int(self.model.scale), self._budget(), count)
+            for k in range(done, done + count):  # in stream order, each window's extractor runs once
+                if k not in prepared:
+                    prepared[k] = self._prepare(*items[k])
+            outputs = self._enhance([prepared[k] for k in range(done, done + count)], emit)
+            if outputs is None:  # out of memory: fewer windows or a smaller tile, then again
+                continue
+            for k in range(done, done + count):
+                del prepared[k]
+            results.extend(outputs)
+        return results
 
-            s = self.settings
-            tile = s.tile
-            if tile == 0:
-                budget = s.memory_budget if s.memory_budget is not None else default_memory_budget(s.device)
-                tile = auto_tile_for(self.model, x, budget, s.dtype, s.tile_overlap)
-            y = tiled_forward_with_retry(self.model, x, semantics, tile, s.tile_overlap, emit=emit)
-        return [self.convert(y[i], maxval) for i in range(len(items))]
+    def _prepare(self, window: Window, frames: list[np.ndarray]) -> tuple[Tensor, Semantics | None, int]:
+        """The window on the device and its semantics (each retried once after an out-of-memory
+        error, the extractor from its state before the failed call)."""
+        from semlens.tiling import attempt, release_memory
+
+        device = self.settings.device
+        ok, value, message = attempt(to_tensor, frames, device)
+        if not ok:
+            release_memory(device)
+            ok, value, message = attempt(to_tensor, frames, device)
+        if not ok or value is None:
+            raise SemlensError(f"out of memory moving a window of frames to {device} ({message}); "
+                               "use a shorter --window or free memory")
+        x, maxval = value
+        locate_frames(self.extractor, [[self.shot_start + i for i in window.indices]])
+        state = getattr(self.extractor, "__dict__", None)
+        saved = dict(state) if state is not None else None  # extractors replace their state, never mutate it
+        ok, semantics, message = attempt(self.extractor, x)
+        if not ok and state is not None and saved is not None:
+            release_memory(device)
+            state.clear()
+            state.update(saved)
+            ok, semantics, message = attempt(self.extractor, x)
+        if not ok:
+            name = getattr(self.extractor, "name", "instance")
+            raise SemlensError(f"out of memory in the {name} extractor ({message}); use a shorter --window, "
+                               "a lighter --extractor, or free memory")
+        return x, semantics, maxval
+
+    def _tile_for(self, x: Tensor) -> int:
+        """The tile for the batch ``x``: the settings' (or the automatic) tile, or the one that
+        fitted after an out-of-memory error when that is smaller."""
+        from semlens.tiling import auto_tile_for
+
+        s = self.settings
+        h, w = x.shape[-2:]
+        base = s.tile if s.tile else auto_tile_for(self.model, x, self._budget(), s.dtype, s.tile_overlap)
+        if base >= max(h, w):
+            base = 0
+        if self.tile is None:
+            return base
+        return self.tile if base <= 0 or self.tile < base else base
+
+    def _enhance(self, chunk: list[tuple[Tensor, Semantics | None, int]], emit: tuple[int, int]) -> list[list[Any]] | None:
+        """The emitted frames of each window of ``chunk``, or ``None`` after an out-of-memory error
+        (with :attr:`windows` or :attr:`tile` lowered; :class:`SemlensError` when neither can be)."""
+        from semlens import tiling
+
+        s = self.settings
+        x = chunk[0][0] if len(chunk) == 1 else torch.cat([c[0] for c in chunk])
+        parts = [c[1] for c in chunk]
+        semantics = parts[0] if len(parts) == 1 or parts[0] is None else Semantics.concat(parts)  # type: ignore[arg-type]
+        tile = self._tile_for(x)
+        with self._autocast():
+            ok, y, message = tiling.attempt(tiling.tiled_forward, self.model, x, semantics, tile, s.tile_overlap,
+                                            emit)
+        if not ok or y is None:
+            tiling.release_memory(s.device)
+            self._cut(len(chunk), tile, x.shape[-2], x.shape[-1], message)
+            return None
+        return [self._convert(y[i], chunk[i][2]) for i in range(len(chunk))]
+
+    def _cut(self, count: int, tile: int, h: int, w: int, message: str) -> None:
+        """After an out-of-memory error with ``count`` windows and ``tile``: fewer windows per pass
+        first, then a smaller tile; :class:`SemlensError` when one window at the smallest tile failed."""
+        from semlens.tiling import logger, oom_message, smaller_tile
+
+        s = self.settings
+        if count > 1:
+            self.windows = max(1, count // 2)
+            logger.warning("out of memory with %d windows in one batch; going on with %d", count, self.windows)
+            return
+        smaller = smaller_tile(tile, h, w, s.tile_overlap)
+        if smaller is None:
+            raise SemlensError(oom_message(tile or max(h, w), message, s.device, s.dtype, s.tile_overlap))
+        logger.warning("out of memory with %s; going on with %d-pixel tiles",
+                       f"{tile}-pixel tiles" if tile else "whole frames", smaller)
+        self.tile = smaller
+
+    def _convert(self, y: Tensor, maxval: int) -> list[Any]:
+        """One window's output ``(n, 3, H, W)`` -> frames; checked for non-finite values, and converted
+        frame by frame (on the CPU if need be) once the whole window ran out of memory."""
+        from semlens.tiling import attempt, logger, release_memory
+
+        # A sum is non-finite when any value is (inf/nan propagate; finite outputs are far below
+        # float32's range), and needs no output-sized mask.
+        if not bool(torch.isfinite(y.sum())):
+            self._non_finite()
+        if not self.frame_by_frame:
+            ok, frames, _ = attempt(self.convert, y, maxval)
+            if ok and frames is not None:
+                return frames
+            release_memory(y.device)
+            self.frame_by_frame = True
+            logger.warning("out of memory converting a window of output; going on frame by frame")
+        out: list[Any] = []
+        for j in range(y.shape[0]):
+            one = y[j:j + 1]
+            ok, part, _ = attempt(self.convert, one, maxval)
+            if not ok or part is None:
+                release_memory(y.device)
+                part = self.convert(one.cpu(), maxval)
+            out.extend(part)
+        return out
+
+    def _non_finite(self) -> None:
+        dtype = self.settings.dtype
+        name = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32") if dtype is not None else "fp32"
+        hint = ("run with --dtype fp32" if name != "fp32"
+                else "the weights may be damaged or not meant for this input; check the model")
+        raise SemlensError(f"the network's output has non-finite values (inf or nan) in {name}; {hint}")
 
 
 class _Batcher:

@@ -19,9 +19,15 @@ the shipped x4 model on the example clip is still up to 2.63/255 off (``python
 benchmarks/tiling.py``). So each shared band is split: its outer quarter on either side
 is context only (weight 0: those outputs saw zero padding where the frame goes on) and the linear
 ramp spans its middle half. Rule: the context, a quarter of ``tile_overlap``, should cover the
-effective reach. :data:`DEFAULT_TILE_OVERLAP` (40: 10 pixels of context and a 20-pixel ramp) keeps
-the shipped models within 1/255 of whole frames on the example clip (``python
-benchmarks/tiling.py``: 24 is enough for x2; x4 needs 40); 8 is enough for random models.
+effective reach. :data:`DEFAULT_TILE_OVERLAP` (40: 10 pixels of context and a 20-pixel ramp) is
+what the committed measurements on the example clip support (``python benchmarks/tiling.py``,
+``benchmarks/results/tiling.json``): with 96-pixel tiles the shipped models stay within 1/255 of
+whole frames (0.50/255 at x4, 0.06/255 at x2); with 64-pixel tiles x2 does (0.05/255) but x4 is up
+to 1.09/255 off, and with less overlap 64-pixel x4 tiles are up to 1.18, 12.1 and 16.9/255 off (24,
+16 and 8 pixels). x2 is within 1/255 from 24 pixels of overlap on; 8 is enough for random models.
+Tiles between 64 and 96 pixels were not measured. The automatic tile and the out-of-memory retry
+never go below :func:`smallest_tile` (twice the overlap: 80 pixels by default), and the upscaler
+refuses a tile that cannot hold the overlap, so the overlap is never cut silently.
 
 One part of the network is not local at all: ISEE pools each instance's pixels over the whole
 frame into its token, at every SPACE block of every propagation step, and the tokens reach every
@@ -41,14 +47,19 @@ frame's (exact where each tile's owned part lies farther than the shallow featur
 the tile's edge, which a quarter-overlap context guarantees).
 
 :func:`auto_tile_size` estimates the network's peak activation memory and picks a tile that fits a
-budget; :func:`tiled_forward_with_retry` halves the tile on an out-of-memory error instead of
-failing (or dropping frames).
+budget (after the whole-frame tensors that no tile shrinks, :func:`whole_frame_bytes`);
+:func:`tiled_forward_with_retry` halves the tile on an out-of-memory error instead of failing (or
+dropping frames), down to :func:`smallest_tile`. The streaming pipeline
+(:class:`semlens.pipeline.WindowRunner`) first lowers the windows batched together, then the tile,
+and keeps what fitted.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -59,26 +70,37 @@ from semlens.errors import SemlensError
 from semlens.semantics.types import Semantics
 
 __all__ = [
+    "attempt",
     "auto_tile_for",
     "auto_tile_size",
     "default_memory_budget",
     "estimate_window_bytes",
     "is_out_of_memory",
+    "oom_message",
     "receptive_radius",
+    "release_memory",
+    "smaller_tile",
+    "smallest_tile",
+    "task_memory_budget",
     "tile_starts",
     "tiled_forward",
     "tiled_forward_with_retry",
+    "whole_frame_bytes",
+    "windows_per_pass",
 ]
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 GIB = 1024**3
 MIN_TILE = 16
-"""The smallest tile :func:`tiled_forward_with_retry` tries before giving up."""
+"""The smallest tile the out-of-memory retry tries, whatever the overlap (:func:`smallest_tile`)."""
 
 DEFAULT_TILE_OVERLAP = 40
 """LR pixels neighbouring tiles share unless told otherwise: its outer quarters (context) must
-cover how far the shipped models reach (``python benchmarks/tiling.py``)."""
+cover how far the shipped models reach. Measured on the example clip: within 1/255 of whole frames
+with 96-pixel tiles, 1.09/255 with 64-pixel tiles at x4 (``benchmarks/results/tiling.json``)."""
 
 POOLING_PASSES = 2
 """Passes over the tiles when the enhancer has ISEE: one gathers the pooled sums, one produces the
@@ -137,7 +159,9 @@ def _rise(distance: Tensor, shared: int) -> Tensor:
 def _crop(semantics: Semantics | None, y0: int, y1: int, x0: int, x1: int) -> Semantics | None:
     if semantics is None:
         return None
-    return Semantics(masks=semantics.masks[..., y0:y1, x0:x1], instance_tokens=semantics.instance_tokens,
+    # Contiguous: the network slices frames out of it, and a compiled stage then sees the same layout
+    # for every tile (see semlens.runtime.compile_network).
+    return Semantics(masks=semantics.masks[..., y0:y1, x0:x1].contiguous(), instance_tokens=semantics.instance_tokens,
                      global_tokens=semantics.global_tokens, valid=semantics.valid, track_ids=semantics.track_ids)
 
 
@@ -191,6 +215,9 @@ def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, 
         raise ValueError(f"passes must be >= 1, got {passes}")
     n = t if emit is None else emit[1] - emit[0]
     overlap = max(0, min(tile_overlap, tile - 1))
+    if overlap < tile_overlap and (tile < h or tile < w):
+        logger.warning("%d-pixel tiles cannot share %d pixels: the overlap is cut to %d, which may show seams "
+                       "(tiles of at least %d keep it)", tile, tile_overlap, overlap, smallest_tile(tile_overlap))
     th, tw = min(tile, h), min(tile, w)
     rows = tile_starts(h, th, overlap)
     cols = tile_starts(w, tw, overlap)
@@ -273,26 +300,46 @@ def receptive_radius(config: EnhancerConfig, frames: int) -> int:
 
 def estimate_window_bytes(h: int, w: int, t: int, channels: int, *, scale: int = 4, radius: int = 3,
                           instances: int = 16, heads: int = 4, bytes_per_value: int = 4) -> int:
-    """Peak activation bytes of one forward pass of the enhancer on a ``(1, T, 3, h, w)`` window.
+    """Peak activation bytes of one forward pass of the enhancer on a ``(1, T, 3, h, w)`` window;
+    ``bytes_per_value`` is the size of the activations' dtype (2 under float16/bfloat16 autocast).
 
     Per LR pixel and frame the network keeps the features and the backward states (2 tensors of
     ``C``; taken as 2.5 ``C`` for the allocator's slack), the input, the int64 instance ids and the
     upscaled output (``3 s^2``); per pixel it also needs one propagation step's temporaries (IMAGE
     about 2 ``(2r+1)^2`` maps, the SPACE block about 8 ``C``, ISEE's attention ``heads + 2`` per
-    instance slot). Multiplied by a 1.25 safety factor, this stays above the peaks measured by
-    ``python benchmarks/window_memory.py`` (tiny model, T = 4, 12, 24 at x4 and x2) and within
-    about twice the largest of them, so whole frames are not tiled for nothing.
+    instance slot). The input and the output are float32 whatever the autocast dtype, and so is
+    ISEE's softmax under autocast (it comes on top of the half-precision logits): those are counted
+    at 4 bytes. Multiplied by a 1.25 safety factor, this stays above the peaks measured by
+    ``python benchmarks/window_memory.py`` (tiny model, T = 4, 12, 24 at x4 and x2, float32) and
+    within about twice the largest of them, so whole frames are not tiled for nothing.
     """
     k = (2 * radius + 1) ** 2
-    per_frame = bytes_per_value * (5 * channels // 2 + 8 + 3 * scale * scale) + 8
-    per_step = bytes_per_value * (2 * k + 8 * channels + (heads + 2) * (1 + instances))
+    slots = 1 + instances
+    low = bytes_per_value
+    per_frame = low * (5 * channels // 2 + 5) + 4 * (3 + 3 * scale * scale) + 8
+    attention = heads * slots * (4 if low >= 4 else low + 4)
+    per_step = low * (2 * k + 8 * channels + 2 * slots) + attention
     return int(_SAFETY * h * w * (t * per_frame + per_step))
 
 
-def _frame_bytes(h: int, w: int, t: int, scale: int) -> int:
-    """Whole-frame tensors that tiling cannot shrink: input, ids, output accumulator, its weights,
-    and the caller's copy of the output (all float32 except int64 ids)."""
+def whole_frame_bytes(h: int, w: int, t: int, scale: int) -> int:
+    """Bytes of the whole-frame tensors of ``t`` frames that no tile size shrinks: the input, the
+    ids, the float32 output (the blended accumulator, or the network's own output), its blending
+    weights and the converted copy made from it (all float32 except the int64 ids). Grows with the
+    windows batched together: 4 windows of 12 1080p frames at x2 hold about 11.6 GB."""
     return h * w * (4 * 3 * t + 8 * t + 4 * (2 * 3 * t + 1) * scale * scale)
+
+
+
+def windows_per_pass(h: int, w: int, t: int, scale: int, budget_bytes: int, windows: int) -> int:
+    """How many (at most ``windows``) ``T``-frame windows of ``h x w`` frames go through the network
+    together so that their whole-frame tensors (:func:`whole_frame_bytes`, which tiling cannot
+    shrink) take at most half of ``budget_bytes``, the other half being left to the network's
+    activations. At least 1 (beyond that the out-of-memory retry takes over)."""
+    n = max(1, windows)
+    while n > 1 and whole_frame_bytes(h, w, n * t, scale) > budget_bytes // 2:
+        n -= 1
+    return n
 
 
 def _work(h: int, w: int, tile: int, overlap: int) -> int:
@@ -321,7 +368,7 @@ def auto_tile_size(h: int, w: int, t: int, channels: int, budget_bytes: int, *, 
     if estimate_window_bytes(h, w, t, channels, **kwargs) <= budget_bytes:
         return 0
     per_pixel = estimate_window_bytes(1, 1, t, channels, **kwargs)
-    room = max(budget_bytes - _frame_bytes(h, w, t, scale), budget_bytes // 2)
+    room = max(budget_bytes - whole_frame_bytes(h, w, t, scale), budget_bytes // 2)
     pixels = room // per_pixel
     short = min(h, w)
     largest = math.isqrt(pixels)
@@ -333,20 +380,33 @@ def auto_tile_size(h: int, w: int, t: int, channels: int, budget_bytes: int, *, 
     return min(range(largest, minimum - 1, -1), key=lambda side: (_work(h, w, side, overlap), -side))
 
 
-def default_memory_budget(device: torch.device) -> int:
+def default_memory_budget(device: torch.device, share: float = 1.0) -> int:
     """Activation budget when none is given: 60% of a CUDA device's memory, else 2 GiB. Fixed per
     device (not the momentary free memory) so results are reproducible; the OOM retry covers the
-    rest."""
+    rest. ``share`` is the fraction of the device this process may use (a Ray task given half a
+    GPU: 0.5, so that two such tasks stay within the 60% together)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"the device share must be in (0, 1], got {share}")
     if device.type == "cuda":
-        return int(0.6 * torch.cuda.get_device_properties(device).total_memory)
-    return 2 * GIB
+        return int(0.6 * share * torch.cuda.get_device_properties(device).total_memory)
+    return int(2 * GIB * share)
+
+
+def task_memory_budget(budget: int | None, device: torch.device, gpus: float) -> int | None:
+    """The memory budget of a task that was given ``gpus`` GPUs (Ray's ``num_gpus``): ``budget``
+    when one is set, else for a fraction of one CUDA device :func:`default_memory_budget` of that
+    share (tasks sharing a GPU then stay within its budget together), else ``None`` (the default)."""
+    if budget is not None or device.type != "cuda" or not 0 < gpus < 1:
+        return budget
+    return default_memory_budget(device, share=gpus)
 
 
 def auto_tile_for(model: PixelEnhancer, x: Tensor, budget_bytes: int, dtype: torch.dtype | None = None,
                   overlap: int = DEFAULT_TILE_OVERLAP) -> int:
     """:func:`auto_tile_size` for ``model`` on the window ``x`` ``(B, T, 3, h, w)`` with the
     model's own configuration; ``dtype`` is the autocast dtype (``None`` = float32), ``overlap`` the
-    tile overlap that will be used."""
+    tile overlap that will be used. The tile is never below :func:`smallest_tile` (twice the
+    overlap), so the overlap is kept whole."""
     b, t, _, h, w = x.shape
     config: EnhancerConfig | None = getattr(model, "config", None)
     if config is None:  # an unknown wrapper: assume the large defaults
@@ -354,7 +414,7 @@ def auto_tile_for(model: PixelEnhancer, x: Tensor, budget_bytes: int, dtype: tor
     size = 2 if dtype in (torch.float16, torch.bfloat16) else 4
     return auto_tile_size(h, w, b * t, config.channels, budget_bytes, scale=config.scale,
                           radius=config.radius if config.use_image else 0, heads=config.heads,
-                          bytes_per_value=size, overlap=overlap)
+                          bytes_per_value=size, overlap=overlap, minimum=max(32, smallest_tile(overlap)))
 
 
 # -- out-of-memory retry ----------------------------------------------------------------------------
@@ -372,37 +432,89 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(word in str(exc).lower() for word in _OOM_WORDS)
 
 
-def _release(device: torch.device) -> None:
+def release_memory(device: torch.device) -> None:
+    """Hand the caching allocator's free blocks back after an out-of-memory error (CUDA only)."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+
+def smallest_tile(tile_overlap: int, min_tile: int = MIN_TILE) -> int:
+    """The smallest tile the automatic size and the out-of-memory retry use with ``tile_overlap``:
+    twice the overlap (and at least ``min_tile``), so the overlap is never cut to make tiles
+    advance: below that the run fails and says so."""
+    return max(min_tile, 2 * tile_overlap)
+
+
+def smaller_tile(current: int, h: int, w: int, tile_overlap: int, min_tile: int = MIN_TILE) -> int | None:
+    """The tile to try after running out of memory with ``current`` (``0`` = whole frames): half
+    of it (of the longer side for whole frames), but not below :func:`smallest_tile`; ``None`` when
+    ``current`` already is that small."""
+    side = current if 0 < current < max(h, w) else max(h, w)
+    floor = smallest_tile(tile_overlap, min_tile)
+    if side <= floor:
+        return None
+    return max(side // 2, floor)
+
+
+def oom_message(tile: int, error: str, device: torch.device, dtype: torch.dtype | None, tile_overlap: int,
+                min_tile: int = MIN_TILE) -> str:
+    """The final out-of-memory error's text: what was tried and what may help, without advice
+    that is already followed (``--dtype fp16`` when a half-precision dtype is on, ...)."""
+    what = f"{tile}-pixel tiles and one window per batch" if tile else "whole frames and one window per batch"
+    hints = ["a shorter --window"]
+    if device.type == "cuda" and dtype not in (torch.float16, torch.bfloat16):
+        hints.append("--dtype fp16 (or bf16)")
+    if smallest_tile(tile_overlap, min_tile) > min_tile:
+        hints.append(f"a smaller --tile-overlap (tiles stop at {smallest_tile(tile_overlap, min_tile)} pixels, "
+                     f"twice the overlap of {tile_overlap})")
+    hints.append("free memory used by other programs" + (" on the GPU" if device.type == "cuda" else ""))
+    return f"out of memory even with {what} ({error}); try " + ", ".join(hints)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def attempt(fn: Callable[..., T], *args: Any) -> tuple[bool, T | None, str]:
+    """``fn(*args)`` as ``(True, value, "")``, or ``(False, None, first line of the error)`` when it ran
+    out of memory; other errors pass. The failed call's frames (and the tensors they hold) are gone
+    when this returns, so :func:`release_memory` can free them."""
+    try:
+        return True, fn(*args), ""
+    except Exception as exc:  # only out-of-memory errors are caught, see below
+        if not is_out_of_memory(exc):
+            raise
+        message = _first_line(exc)
+    return False, None, message
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return None
 
 
 def tiled_forward_with_retry(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, tile: int,
                              tile_overlap: int, *, min_tile: int = MIN_TILE,
                              emit: tuple[int, int] | None = None) -> Tensor:
     """:func:`tiled_forward`, halving the tile after every out-of-memory error (``tile <= 0`` tries
-    whole frames first, then half the longer side). Every frame is still produced; only when a
-    ``min_tile`` tile does not fit either is a :class:`~semlens.errors.SemlensError` raised.
-
-    The overlap is clamped to half the tile so smaller tiles still advance.
+    whole frames first, then half the longer side). Every frame is still produced; the tile does not
+    go below :func:`smallest_tile` (twice ``tile_overlap``: the overlap is never cut to make tiles
+    advance), and when that does not fit either a :class:`~semlens.errors.SemlensError` says so.
     """
     h, w = x.shape[-2:]
     current = tile if 0 < tile < max(h, w) else 0
     while True:
-        overlap = min(tile_overlap, current // 2) if current else tile_overlap
-        try:
-            return tiled_forward(model, x, semantics, current, overlap, emit)
-        except Exception as exc:  # only out-of-memory errors are retried, see below
-            if not is_out_of_memory(exc):
-                raise
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        # Outside the except block: the traceback (and the tensors its frames hold) is gone.
-        _release(x.device)
-        smaller = (current or max(h, w)) // 2
-        if smaller < min_tile:
-            raise SemlensError(
-                f"out of memory even with {current or max(h, w)}-pixel tiles ({message}); use a shorter "
-                "--window, --dtype fp16 on a GPU, or free memory") from None
+        ok, y, message = attempt(tiled_forward, model, x, semantics, current, tile_overlap, emit)
+        if ok:
+            assert y is not None
+            return y
+        release_memory(x.device)
+        smaller = smaller_tile(current, h, w, tile_overlap, min_tile)
+        if smaller is None:
+            raise SemlensError(oom_message(current or max(h, w), message, x.device, _autocast_dtype(x.device),
+                                           tile_overlap, min_tile)) from None
         logger.warning("out of memory with %s; retrying with %d-pixel tiles",
                        f"{current}-pixel tiles" if current else "whole frames", smaller)
         current = smaller

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import queue
 import threading
@@ -32,13 +33,13 @@ from semlens.executors import FolderExecutor, get_executor
 from semlens.interrupts import check_termination, deferred_termination
 from semlens.io.complete import is_complete_output  # re-exported: callers import it from here
 from semlens.pipeline import StreamSettings, enhance_stream, planar_converter
-from semlens.runtime import tune_allocator
+from semlens.runtime import compile_network, tune_allocator
 from semlens.scan import find_videos
 from semlens.semantics import InstanceExtractor, extractor_dims
 from semlens.tiling import DEFAULT_TILE_OVERLAP
 
 __all__ = ["SemanticLensUpscaler", "UpscaleResult", "Progress", "resolve_device", "resolve_dtype",
-           "default_model_name", "output_path_for", "check_extractor_fits"]
+           "check_task_device", "default_model_name", "output_path_for", "check_extractor_fits"]
 
 Progress = Callable[[int, "int | None"], None]
 """``progress(frames_done, frames_total_or_None)``, called after every output frame."""
@@ -72,31 +73,76 @@ class UpscaleResult:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks the first CUDA device when there is one, else the CPU."""
-    if isinstance(device, torch.device):
-        return device
+    """``auto`` picks the first CUDA device when there is one, else the CPU. ``cuda:N`` must name a
+    device this process sees (``CUDA_VISIBLE_DEVICES`` and Ray narrow what it sees)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for but CUDA is not available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None:
+        count = torch.cuda.device_count()
+        if dev.index >= count:
+            seen = f"cuda:0 to cuda:{count - 1}" if count > 1 else "only cuda:0"
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            where = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+            raise ValueError(f"device {str(device)!r} does not exist: this process sees {count} CUDA "
+                             f"device{'s' if count != 1 else ''}{where}, {seen}")
+    return dev
+
+
+def check_task_device(device: str, gpus_per_task: float | None) -> None:
+    """Refuse a ``device`` that no Ray task can have: a task sees only the GPUs Ray gives it
+    (``ceil(gpus_per_task)``, numbered from ``cuda:0``), so ``cuda:N`` beyond those names nothing
+    there, whichever GPU of the node it meant. ``ValueError`` with what to use instead."""
+    if device in ("auto", "cpu", "cuda"):
+        return
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
         raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
-    return dev
+    visible = max(1, math.ceil(gpus_per_task)) if gpus_per_task else 1
+    if dev.type == "cuda" and dev.index is not None and dev.index >= visible:
+        raise ValueError(f"--device {device} cannot be used on Ray: each task sees only the GPU{'s' if visible > 1 else ''} "
+                         f"Ray gives it, as cuda:0{f' to cuda:{visible - 1}' if visible > 1 else ''}; "
+                         "use --device cuda (Ray picks the GPU)")
+
+
+_DTYPES = {"fp32": None, "float32": None, "fp16": torch.float16, "float16": torch.float16,
+           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype | None:
-    """``auto``: float16 autocast on CUDA, float32 elsewhere. ``None`` means float32."""
+    """``auto``: float16 autocast on CUDA, float32 elsewhere. ``None`` means float32. bfloat16 on a
+    CUDA device needs the device's support for it (compute capability 8.0 and up)."""
     if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"fp32": None, "float32": None, "fp16": torch.float16, "float16": torch.float16,
-             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    if dtype in (None, "auto"):
+        resolved: torch.dtype | None = None if dtype == torch.float32 else dtype
+    elif dtype in (None, "auto"):
         return torch.float16 if device.type == "cuda" else None
-    if dtype not in names:
+    elif dtype not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16")
-    return names[dtype]
+    else:
+        resolved = _DTYPES[dtype]
+    if resolved == torch.bfloat16 and device.type == "cuda" and not _cuda_bf16(device):
+        raise ValueError(f"{device} does not support bf16 (it needs compute capability 8.0 or newer); "
+                         "use --dtype fp16 or fp32")
+    return resolved
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively (emulation is not enough: slow, and not
+    every kernel has it)."""
+    with torch.cuda.device(device):
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # older torch: no emulation argument
+            return bool(torch.cuda.is_bf16_supported())
 
 
 def check_extractor_fits(model: PixelEnhancer, extractor: str, dims: tuple[int, int], *,
@@ -371,6 +417,9 @@ class SemanticLensUpscaler:
             tile_overlap = DEFAULT_TILE_OVERLAP
         if tile_overlap < 0:
             raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
+        if 0 < tile <= tile_overlap:
+            raise ValueError(f"tiles of {tile} pixels cannot share {tile_overlap} pixels with their neighbours; "
+                             f"use --tile {2 * tile_overlap} or more, or a smaller --tile-overlap")
         self.settings = StreamSettings(device=self.device, dtype=self.dtype, window=window, overlap=overlap,
                                        detect_cuts=detect_cuts, tile=tile, tile_overlap=tile_overlap,
                                        batch_windows=batch_windows)
@@ -395,8 +444,11 @@ class SemanticLensUpscaler:
         file (the extractor it was trained with; the window its card was evaluated with, or for a
         model from ``semlens train`` its training clip length unless ``--window`` was given). ``batch_windows`` windows go through the network together (0 = 4 on a
         GPU, 1 on a CPU); the output is the same either way. ``tile`` is the spatial tile side in
-        input pixels (0 = whole frames unless they exceed the memory budget) and ``tile_overlap``
-        the pixels neighbouring tiles share (``None`` = :data:`semlens.tiling.DEFAULT_TILE_OVERLAP`)."""
+        input pixels (0 = whole frames unless they exceed the memory budget; otherwise larger than
+        ``tile_overlap``) and ``tile_overlap`` the pixels neighbouring tiles share (``None`` =
+        :data:`semlens.tiling.DEFAULT_TILE_OVERLAP`). ``compile`` compiles the network's per-frame
+        stages (:func:`semlens.runtime.compile_network`): a few graphs made during the first
+        windows, for long runs on a GPU."""
         from semlens.hub import load_model
 
         name = str(model) if model is not None else default_model_name(scale or 4)
@@ -410,8 +462,8 @@ class SemanticLensUpscaler:
             check_extractor_fits(loaded.model, ext, extractor_dims(ext), model_name=loaded.name,
                                  trained_with=loaded.extractor)
         net = loaded.model
-        if compile:
-            net = torch.compile(net)  # type: ignore[assignment]
+        if compile:  # the per-frame stages, with dynamic shapes (see semlens.runtime.compile_network)
+            net = compile_network(net)  # type: ignore[assignment]
         window = window if window is not None else loaded.window
         if overlap is None:  # the model's context, as much of it as the window allows
             overlap = min(loaded.overlap, (window - 1) // 2)

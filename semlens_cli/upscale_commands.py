@@ -61,7 +61,9 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
 @click.option("--start", "start_text", default=None, metavar="TIME",
               help="Begin at this time (SS, MM:SS or HH:MM:SS[.ms]); the output starts at 0.")
 @click.option("--threads", type=int, default=0, help="CPU threads for the network (0 = all cores).")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (GPU).")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the network's per-frame stages (dynamic shapes; compiles during the first "
+                   "windows, for long GPU runs).")
 @click.option("--batch-windows", type=click.IntRange(min=0), default=0, show_default=True,
               help="Windows per network batch (0 = 4 on a GPU, 1 on a CPU); the output is the same.")
 @click.option("--quiet", "-q", is_flag=True, help="Print errors only.")

@@ -174,3 +174,84 @@ def test_tiny_budget_parameters() -> None:
     assert sum(p.numel() for p in model.parameters()) <= 1_500_000
     base = PixelEnhancer(EnhancerConfig.preset("base", scale=4))
     assert 5_000_000 <= sum(p.numel() for p in base.parameters()) <= 10_000_000
+
+
+# -- half precision ------------------------------------------------------------------------------
+# ISEE's token pooling sums a slot's features over its pixels. With the shipped models those sums
+# reach 83,577 at 720p (lite extractor) and 178,184 with no extractor; float16 stops at 65,504, so
+# pooled in float16 they became inf and the output nan (black frames). The tiny random model's
+# features are smaller, so the tests below give its first convolution a constant (features of about
+# the shipped models' size) and use a 200x340 frame: 68,000 pixels in one slot.
+
+FP16_MAX = 65504.0
+
+
+def _bright_tiny() -> PixelEnhancer:
+    model = tiny(scale=2)
+    with torch.no_grad():
+        model.extract[0].bias.fill_(2.0)
+    return model
+
+
+@torch.inference_mode()
+def test_fp16_autocast_pools_without_overflow() -> None:
+    model = _bright_tiny()
+    x = torch.rand(1, 1, 3, 200, 340, generator=torch.Generator().manual_seed(0))
+    ref = model(x, None)
+    with torch.autocast("cpu", dtype=torch.float16):
+        y = model(x, None)
+    assert torch.isfinite(y).all()
+    assert (y.float() - ref).abs().max().item() < 1 / 255
+
+
+@torch.inference_mode()
+def test_tile_pooling_keeps_float32_sums_under_fp16() -> None:
+    """The tiled path's recorded sums (and the other tiles' sums added to them) stay float32."""
+    from semlens.enhancer.isee import InstanceSpecificSemanticEmbedding, TilePooling
+
+    torch.manual_seed(0)
+    isee = InstanceSpecificSemanticEmbedding(8, 8, 2).eval()
+    x = torch.rand(1, 8, 200, 340) + 1.0
+    tokens, valid = torch.randn(1, 1, 8), torch.ones(1, 1, dtype=torch.bool)
+    owned = torch.ones(200, 340)
+    with torch.autocast("cpu", dtype=torch.float16):
+        gather = TilePooling(owned, want_output=False)
+        _, first = isee(x, tokens, valid, None, gather)
+        (sums, area), = gather.recorded
+        assert sums.dtype == torch.float32 and sums.abs().max().item() > FP16_MAX
+        assert torch.isfinite(sums).all() and torch.isfinite(first).all()
+        second = TilePooling(owned, outside=[(sums, area)])
+        _, both = isee(x, tokens, valid, None, second)
+    assert second.recorded[0][0].dtype == torch.float32
+    assert torch.isfinite(both).all()
+    ref = isee(x, tokens, valid, None, TilePooling(owned, outside=[(sums.double(), area.double())]))[1]
+    assert (both.float() - ref).abs().max().item() < 1e-2
+
+
+class _NaNModel(torch.nn.Module):
+    """Stands in for a network whose half-precision output overflowed."""
+
+    scale = 2
+
+    def forward(self, x: torch.Tensor, semantics: object = None, emit: tuple[int, int] | None = None,
+                pooling: object = None) -> torch.Tensor:
+        b, t, c, h, w = x.shape
+        n = t if emit is None else emit[1] - emit[0]
+        y = torch.zeros(b, n, c, 2 * h, 2 * w)
+        y[..., 3, 5] = float("nan")
+        return y
+
+
+@pytest.mark.parametrize(("dtype", "advice"), [(torch.float16, "fp16; run with --dtype fp32"),
+                                               (None, "fp32; the weights")])
+def test_non_finite_output_fails_loudly(dtype: torch.dtype | None, advice: str) -> None:
+    import numpy as np
+
+    from semlens.errors import SemlensError
+    from semlens.pipeline import StreamSettings, enhance_stream
+    from semlens.semantics import build_extractor
+
+    frames = [np.full((8, 10, 3), 200, dtype=np.uint8) for _ in range(4)]
+    settings = StreamSettings(device=torch.device("cpu"), dtype=dtype, window=3, overlap=1, detect_cuts=False)
+    with pytest.raises(SemlensError, match=f"non-finite values .* in {advice}"):
+        list(enhance_stream(frames, _NaNModel(), build_extractor("none"), settings))  # type: ignore[arg-type]

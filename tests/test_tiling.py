@@ -294,7 +294,7 @@ def test_pipeline_tiles_only_when_the_budget_needs_it(monkeypatch: pytest.Monkey
     whole = run()
     assert calls and all(tile == 0 for tile in calls)  # the default budget fits 40x52 frames
     calls.clear()
-    tiled = run(memory_budget=1)
+    tiled = run(memory_budget=1, tile_overlap=8)  # tiles stop at twice the overlap: 16 leaves room below W
     assert calls and all(0 < tile < W for tile in calls)
     assert len(tiled) == len(whole) == 5 and tiled[0].shape == whole[0].shape == (2 * H, 2 * W, 3)
     diff = np.abs(np.stack(tiled).astype(int) - np.stack(whole).astype(int))
@@ -333,14 +333,14 @@ def test_cli_tile_overlap_reaches_the_tiles(tmp_path: Path, tiny_x2_path: Path, 
     import semlens.tiling as tiling
 
     seen: list[tuple[int, int]] = []
-    original = tiling.tiled_forward_with_retry
+    original = tiling.tiled_forward
 
     def spy(model: PixelEnhancer, x: torch.Tensor, semantics: Semantics | None, tile: int, tile_overlap: int,
-            **kwargs: object) -> torch.Tensor:
+            *args: object) -> torch.Tensor:
         seen.append((tile, tile_overlap))
-        return original(model, x, semantics, tile, tile_overlap, **kwargs)
+        return original(model, x, semantics, tile, tile_overlap, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(tiling, "tiled_forward_with_retry", spy)
+    monkeypatch.setattr(tiling, "tiled_forward", spy)
     src = make_clip(tmp_path / "in.mp4", frames=6, size=(48, 32))
     result = invoke_cli(["upscale", src, tmp_path / "out.mp4", "--model", tiny_x2_path, "--device", "cpu", "-q",
                          "--tile", "24", "--tile-overlap", "6"])
@@ -348,3 +348,209 @@ def test_cli_tile_overlap_reaches_the_tiles(tmp_path: Path, tiny_x2_path: Path, 
     assert seen and all(pair == (24, 6) for pair in seen)
     bad = invoke_cli(["upscale", src, tmp_path / "bad.mp4", "--model", tiny_x2_path, "--tile-overlap", "-1"])
     assert bad.exit_code == 2 and not (tmp_path / "bad.mp4").exists()
+
+
+# -- memory: what tiling cannot shrink, what the retry remembers ------------------------------------
+
+class _Limited(torch.nn.Module):
+    """A pointwise stand-in for the enhancer that runs out of memory (``error``) when one call would
+    hold more than ``limit`` LR pixels of the batch (``B * h * w``); records every call's shape."""
+
+    def __init__(self, limit: int, error: BaseException | None = None, scale: int = 2) -> None:
+        super().__init__()
+        self.scale, self.limit = scale, limit
+        self.error = error or torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 11.90 GiB")
+        self.calls: list[tuple[int, int, int]] = []
+        self.failures = 0
+
+    def forward(self, x: torch.Tensor, semantics: Semantics | None = None, emit: tuple[int, int] | None = None,
+                pooling: object = None) -> torch.Tensor:
+        b, t, c, h, w = x.shape
+        self.calls.append((b, h, w))
+        if b * h * w > self.limit:
+            self.failures += 1
+            raise self.error
+        up = F.interpolate(x.reshape(b * t, c, h, w), scale_factor=self.scale, mode="nearest")
+        up = up.view(b, t, c, self.scale * h, self.scale * w)
+        return up if emit is None else up[:, emit[0]:emit[1]]
+
+
+def _windows(count: int, h: int = 24, w: int = 32, t: int = 3) -> list[tuple[object, list[np.ndarray]]]:
+    from semlens.windows import Window
+
+    rng = np.random.default_rng(5)
+    return [(Window(number=i, start=1, stop=2, indices=tuple(range(t)), emit_offset=1),
+             [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(t)]) for i in range(count)]
+
+
+def _runner(model: torch.nn.Module, **settings: object) -> object:
+    from semlens.pipeline import WindowRunner
+    from semlens.semantics import build_extractor
+
+    options: dict[str, object] = dict(device=torch.device("cpu"), window=3, overlap=1, detect_cuts=False,
+                                      tile_overlap=4, batch_windows=4)
+    options.update(settings)
+    return WindowRunner(model, build_extractor("none"), StreamSettings(**options))  # type: ignore[arg-type]
+
+
+def _expected(items: list[tuple[object, list[np.ndarray]]]) -> list[list[np.ndarray]]:
+    return [[np.kron(f, np.ones((2, 2, 1), dtype=np.uint8)) for f in frames[1:2]] for _, frames in items]
+
+
+def _same(a: list[list[np.ndarray]], b: list[list[np.ndarray]]) -> bool:
+    return len(a) == len(b) and all(len(x) == len(y) and all(np.array_equal(p, q) for p, q in zip(x, y))
+                                    for x, y in zip(a, b))
+
+
+def test_oom_splits_the_batch_before_the_tile_and_remembers_it() -> None:
+    model = _Limited(limit=24 * 32)  # one window of whole frames fits, two do not
+    run = _runner(model)
+    items = _windows(4)
+    out = run.batch(items)  # type: ignore[attr-defined]
+    assert _same(out, _expected(items))
+    assert [b for b, _, _ in model.calls[:3]] == [4, 2, 1]  # 4 windows, then 2, then 1: whole frames kept
+    assert all((h, w) == (24, 32) for _, h, w in model.calls)
+    assert run.windows == 1 and run.tile is None  # type: ignore[attr-defined]
+    failures = model.failures
+    assert _same(run.batch(_windows(4)), _expected(_windows(4)))  # type: ignore[attr-defined]
+    assert model.failures == failures  # the next batch does not run out of memory again
+
+
+def test_oom_remembers_the_tile_that_fitted() -> None:
+    model = _Limited(limit=20 * 20)  # whole 24x32 frames never fit; 16-pixel tiles do
+    run = _runner(model, batch_windows=1)
+    items = _windows(2)
+    assert _same(run.batch(items[:1]), _expected(items[:1]))  # type: ignore[attr-defined]
+    assert run.tile == 16 and model.failures == 1  # type: ignore[attr-defined]
+    model.calls.clear()
+    assert _same(run.batch(items[1:]), _expected(items[1:]))  # type: ignore[attr-defined]
+    assert model.failures == 1 and all(h <= 16 and w <= 16 for _, h, w in model.calls)
+
+
+def test_batch_shrinks_when_whole_frame_tensors_exceed_the_budget() -> None:
+    """The float32 output of a batch, which no tile shrinks, is counted: with a budget that holds
+    one window's whole-frame tensors twice but not two windows', windows go through one at a time
+    without any out-of-memory error."""
+    from semlens.tiling import whole_frame_bytes, windows_per_pass
+
+    one = whole_frame_bytes(24, 32, 3, 2)
+    model = _Limited(limit=10**9)
+    run = _runner(model, memory_budget=2 * one + 1)
+    items = _windows(4)
+    assert _same(run.batch(items), _expected(items))  # type: ignore[attr-defined]
+    assert model.failures == 0 and [b for b, _, _ in model.calls] == [1, 1, 1, 1]
+    # 1080p to 4K (x2), windows of 12: 4 windows need about 11.6 GB of such tensors; 60% of 16 GB
+    # holds one window's twice over.
+    assert whole_frame_bytes(1080, 1920, 48, 2) > 11e9
+    assert windows_per_pass(1080, 1920, 12, 2, int(0.6 * 16 * 1024**3), 4) == 1
+    assert windows_per_pass(1080, 1920, 12, 2, 80 * 1024**3, 4) == 4
+
+
+def test_oom_in_transfer_extractor_and_conversion_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    import semlens.pipeline as pipeline
+    from semlens.semantics import build_extractor
+
+    oom = RuntimeError("CUDA error: out of memory")
+    original = pipeline.to_tensor
+    state = {"to_tensor": 0, "extractor": 0}
+
+    def to_tensor(frames: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, int]:
+        state["to_tensor"] += 1
+        if state["to_tensor"] == 1:
+            raise oom
+        return original(frames, device)
+
+    monkeypatch.setattr(pipeline, "to_tensor", to_tensor)
+
+    class Counting:
+        """An extractor with stream state (windows seen) that runs out of memory once, mid-call."""
+
+        name = "counting"
+
+        def __init__(self) -> None:
+            self.inner = build_extractor("none")
+            self.seen = 0
+
+        def reset(self) -> None:
+            self.seen = 0
+
+        def __call__(self, x: torch.Tensor) -> Semantics | None:
+            self.seen = self.seen + 1
+            state["extractor"] += 1
+            if state["extractor"] == 1:
+                raise oom
+            return self.inner(x)
+
+    converted: list[int] = []
+
+    def convert(y: torch.Tensor, maxval: int) -> list[np.ndarray]:
+        converted.append(y.shape[0])
+        if y.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return pipeline.to_frames(y, maxval)
+
+    extractor = Counting()
+    run = pipeline.WindowRunner(_Limited(limit=10**9), extractor,  # type: ignore[arg-type]
+                                StreamSettings(device=torch.device("cpu"), window=4, overlap=1, tile_overlap=4,
+                                               batch_windows=2), convert)
+    from semlens.windows import Window
+
+    rng = np.random.default_rng(2)
+    items = [(Window(number=i, start=1, stop=3, indices=tuple(range(4)), emit_offset=1),
+              [rng.integers(0, 256, (8, 12, 3), dtype=np.uint8) for _ in range(4)]) for i in range(2)]
+    out = run.batch(items)  # type: ignore[arg-type]
+    expected = [[np.kron(f, np.ones((2, 2, 1), dtype=np.uint8)) for f in frames[1:3]] for _, frames in items]
+    assert _same(out, expected)
+    assert extractor.seen == 2  # the failed call's state change was undone
+    assert converted == [2, 1, 1, 1, 1]  # a whole window once, then frame by frame
+    assert run.frame_by_frame
+
+
+def test_final_oom_advice_fits_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from semlens.tiling import oom_message
+
+    cuda = torch.device("cuda")
+    assert "--dtype fp16" in oom_message(64, "oom", cuda, None, 8)
+    for dtype in (torch.float16, torch.bfloat16):
+        assert "--dtype" not in oom_message(64, "oom", cuda, dtype, 8)
+    assert "--dtype" not in oom_message(64, "oom", torch.device("cpu"), None, 8)
+    run = _runner(_Limited(limit=0), dtype=torch.float16, batch_windows=2)
+    with pytest.raises(SemlensError, match="one window per batch") as info:
+        run.batch(_windows(2))  # type: ignore[attr-defined]
+    assert "--dtype" not in str(info.value) and "--window" in str(info.value)
+
+
+def test_memory_estimate_counts_float32_parts_under_half_precision() -> None:
+    """Under fp16/bf16 autocast the output (and the input) stay float32 and ISEE's softmax is
+    float32 on top of the half-precision logits: those parts cost what they cost in float32."""
+    def est(**kw: int) -> int:
+        return estimate_window_bytes(180, 320, 12, 32, **kw)
+
+    for size in (2, 4):
+        assert (est(scale=4, bytes_per_value=size) - est(scale=2, bytes_per_value=size)
+                == est(scale=4) - est(scale=2))
+    assert (est(instances=32, bytes_per_value=2) - est(instances=16, bytes_per_value=2)
+            >= est(instances=32) - est(instances=16))
+    assert est(bytes_per_value=2) < est()
+
+
+# -- the overlap is never cut to make tiles fit ------------------------------------------------------
+
+def test_oom_retry_stops_at_twice_the_overlap(clip: tuple[torch.Tensor, Semantics]) -> None:
+    x, semantics = clip
+    model = _Limited(limit=0)
+    with pytest.raises(SemlensError, match="20-pixel tiles .*tiles stop at 20 pixels, twice the overlap of 10"):
+        tiled_forward_with_retry(model, x, semantics, 0, 10)  # type: ignore[arg-type]
+    sides = sorted({max(h, w) for _, h, w in model.calls}, reverse=True)
+    assert sides == [W, 26, 20]  # whole frames, half the long side, then twice the overlap: no smaller
+
+
+def test_automatic_tiles_keep_the_overlap_and_small_tiles_are_refused(tiny_x2_path: Path) -> None:
+    from semlens import SemanticLensUpscaler
+
+    model = _model()
+    x = torch.zeros(1, 6, 3, 360, 640)
+    assert auto_tile_for(model, x, 1, overlap=DEFAULT_TILE_OVERLAP) >= 2 * DEFAULT_TILE_OVERLAP
+    with pytest.raises(ValueError, match="tiles of 32 pixels cannot share 40"):
+        SemanticLensUpscaler.from_pretrained(tiny_x2_path, device="cpu", tile=32)
+    assert SemanticLensUpscaler.from_pretrained(tiny_x2_path, device="cpu", tile=32, tile_overlap=8).settings.tile == 32

@@ -102,13 +102,18 @@ class ImplicitMaskedAlignment(nn.Module):
 
     def _outside(self, h: int, w: int, device: torch.device) -> Tensor:
         """``(1, K, h, w)`` bool: displacement ``k`` of pixel ``(y, x)`` falls outside the frame."""
+        if torch.compiler.is_compiling():  # part of the graph: no Python-side cache to guard on
+            return self._outside_mask(h, w, device)
         key = (h, w, str(device))
         cached = self._outside_cache.get(key)
         if cached is None:
-            r = self.radius
-            inside = F.pad(torch.ones(1, 1, h, w, dtype=torch.bool, device=device), (r, r, r, r))
-            cached = ~torch.stack([inside[:, 0, dy:dy + h, dx:dx + w] for dy, dx in self._shifts()], dim=1)
+            cached = self._outside_mask(h, w, device)
             if len(self._outside_cache) >= 8:
                 self._outside_cache.clear()
             self._outside_cache[key] = cached
         return cached
+
+    def _outside_mask(self, h: int, w: int, device: torch.device) -> Tensor:
+        r = self.radius
+        inside = F.pad(torch.ones(1, 1, h, w, dtype=torch.bool, device=device), (r, r, r, r))
+        return ~torch.stack([inside[:, 0, dy:dy + h, dx:dx + w] for dy, dx in self._shifts()], dim=1)
