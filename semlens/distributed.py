@@ -113,7 +113,7 @@ def _payload(up: SemanticLensUpscaler, options: RayOptions) -> _Payload:
     settings, and what each worker resolves on its own device."""
     import torch
 
-    from semlens.runtime import is_compiled
+    from semlens.enhancer.compiling import is_compiled
 
     net = getattr(up.model, "_orig_mod", up.model)  # torch.compile wraps the module
     compile_ = options.compile if options.compile is not None else is_compiled(up.model)
@@ -137,7 +137,7 @@ def _build_upscaler(payload: _Payload, device: str) -> SemanticLensUpscaler:
     """The upscaler ``payload`` describes, on ``device``: compiled and with its windows per batch
     resolved for that device, with the driver's window, tiling and cut settings."""
     from semlens.enhancer import PixelEnhancer
-    from semlens.runtime import compile_network
+    from semlens.enhancer.compiling import compile_network
     from semlens.upscaler import SemanticLensUpscaler
 
     model = PixelEnhancer(payload.config)
@@ -156,7 +156,7 @@ def _worker_upscaler(box: list[Any]) -> SemanticLensUpscaler:
     import ray
     import torch
 
-    from semlens.tiling import task_memory_budget
+    from semlens.upscaler import task_memory_budget
 
     ref = box[0]
     key = ref.hex()
@@ -169,7 +169,8 @@ def _worker_upscaler(box: list[Any]) -> SemanticLensUpscaler:
             device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         up = _build_upscaler(payload, device)
         gpus = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0))  # a fraction: its share
-        up.settings = replace(up.settings, memory_budget=task_memory_budget(up.settings.memory_budget, up.device, gpus))
+        up.settings = replace(up.settings, memory_budget=task_memory_budget(up.settings.memory_budget, up.device,
+                                                                            gpus))
         _BUILT.clear()
         _BUILT[key] = up
     return _BUILT[key]

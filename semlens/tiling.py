@@ -81,7 +81,6 @@ __all__ = [
     "release_memory",
     "smaller_tile",
     "smallest_tile",
-    "task_memory_budget",
     "tile_starts",
     "tiled_forward",
     "tiled_forward_with_retry",
@@ -160,7 +159,7 @@ def _crop(semantics: Semantics | None, y0: int, y1: int, x0: int, x1: int) -> Se
     if semantics is None:
         return None
     # Contiguous: the network slices frames out of it, and a compiled stage then sees the same layout
-    # for every tile (see semlens.runtime.compile_network).
+    # for every tile (see semlens.enhancer.compiling).
     return Semantics(masks=semantics.masks[..., y0:y1, x0:x1].contiguous(), instance_tokens=semantics.instance_tokens,
                      global_tokens=semantics.global_tokens, valid=semantics.valid, track_ids=semantics.track_ids)
 
@@ -390,15 +389,6 @@ def default_memory_budget(device: torch.device, share: float = 1.0) -> int:
     if device.type == "cuda":
         return int(0.6 * share * torch.cuda.get_device_properties(device).total_memory)
     return int(2 * GIB * share)
-
-
-def task_memory_budget(budget: int | None, device: torch.device, gpus: float) -> int | None:
-    """The memory budget of a task that was given ``gpus`` GPUs (Ray's ``num_gpus``): ``budget``
-    when one is set, else for a fraction of one CUDA device :func:`default_memory_budget` of that
-    share (tasks sharing a GPU then stay within its budget together), else ``None`` (the default)."""
-    if budget is not None or device.type != "cuda" or not 0 < gpus < 1:
-        return budget
-    return default_memory_budget(device, share=gpus)
 
 
 def auto_tile_for(model: PixelEnhancer, x: Tensor, budget_bytes: int, dtype: torch.dtype | None = None,

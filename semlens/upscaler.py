@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from semlens.enhancer import PixelEnhancer
+from semlens.enhancer.compiling import compile_network
 from semlens.errors import (
     BatchError,
     ExtractorMismatchError,
@@ -33,13 +34,13 @@ from semlens.executors import FolderExecutor, get_executor
 from semlens.interrupts import check_termination, deferred_termination
 from semlens.io.complete import is_complete_output  # re-exported: callers import it from here
 from semlens.pipeline import StreamSettings, enhance_stream, planar_converter
-from semlens.runtime import compile_network, tune_allocator
+from semlens.runtime import tune_allocator
 from semlens.scan import find_videos
 from semlens.semantics import InstanceExtractor, extractor_dims
-from semlens.tiling import DEFAULT_TILE_OVERLAP
+from semlens.tiling import DEFAULT_TILE_OVERLAP, default_memory_budget
 
 __all__ = ["SemanticLensUpscaler", "UpscaleResult", "Progress", "resolve_device", "resolve_dtype",
-           "check_task_device", "default_model_name", "output_path_for", "check_extractor_fits"]
+           "check_task_device", "task_memory_budget", "default_model_name", "output_path_for", "check_extractor_fits"]
 
 Progress = Callable[[int, "int | None"], None]
 """``progress(frames_done, frames_total_or_None)``, called after every output frame."""
@@ -112,6 +113,15 @@ def check_task_device(device: str, gpus_per_task: float | None) -> None:
         raise ValueError(f"--device {device} cannot be used on Ray: each task sees only the GPU{'s' if visible > 1 else ''} "
                          f"Ray gives it, as cuda:0{f' to cuda:{visible - 1}' if visible > 1 else ''}; "
                          "use --device cuda (Ray picks the GPU)")
+
+
+def task_memory_budget(budget: int | None, device: torch.device, gpus: float) -> int | None:
+    """The memory budget of a task that was given ``gpus`` GPUs (Ray's ``num_gpus``): ``budget``
+    when one is set, else for a fraction of one CUDA device :func:`default_memory_budget` of that
+    share (tasks sharing a GPU then stay within its budget together), else ``None`` (the default)."""
+    if budget is not None or device.type != "cuda" or not 0 < gpus < 1:
+        return budget
+    return default_memory_budget(device, share=gpus)
 
 
 _DTYPES = {"fp32": None, "float32": None, "fp16": torch.float16, "float16": torch.float16,
@@ -447,7 +457,7 @@ class SemanticLensUpscaler:
         input pixels (0 = whole frames unless they exceed the memory budget; otherwise larger than
         ``tile_overlap``) and ``tile_overlap`` the pixels neighbouring tiles share (``None`` =
         :data:`semlens.tiling.DEFAULT_TILE_OVERLAP`). ``compile`` compiles the network's per-frame
-        stages (:func:`semlens.runtime.compile_network`): a few graphs made during the first
+        stages (:func:`semlens.enhancer.compiling.compile_network`): a few graphs made during the first
         windows, for long runs on a GPU."""
         from semlens.hub import load_model
 
@@ -462,7 +472,7 @@ class SemanticLensUpscaler:
             check_extractor_fits(loaded.model, ext, extractor_dims(ext), model_name=loaded.name,
                                  trained_with=loaded.extractor)
         net = loaded.model
-        if compile:  # the per-frame stages, with dynamic shapes (see semlens.runtime.compile_network)
+        if compile:  # the per-frame stages, with dynamic shapes (see semlens.enhancer.compiling)
             net = compile_network(net)  # type: ignore[assignment]
         window = window if window is not None else loaded.window
         if overlap is None:  # the model's context, as much of it as the window allows

@@ -150,7 +150,7 @@ def test_killed_task_is_retried_and_output_complete(tmp_path: Path, tiny_x2_path
 def _describe_worker(box: list[Any]) -> tuple[int, bool, str]:
     """What the upscaler a Ray worker builds from ``box`` batches, compiles and runs on."""
     from semlens.distributed import _worker_upscaler
-    from semlens.runtime import is_compiled
+    from semlens.enhancer.compiling import is_compiled
 
     up = _worker_upscaler(box)
     return up.settings.batch_windows, is_compiled(up.model), up.device.type

@@ -86,7 +86,8 @@ def test_ray_tasks_refuse_gpus_they_cannot_see() -> None:
 def test_a_fraction_of_a_gpu_gets_that_fraction_of_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from semlens.tiling import default_memory_budget, task_memory_budget
+    from semlens.tiling import default_memory_budget
+    from semlens.upscaler import task_memory_budget
 
     memory = 16 * 1024**3
     _fake_cuda(monkeypatch, memory=memory)
@@ -115,8 +116,8 @@ def test_compile_builds_a_bounded_number_of_graphs(one_thread: None) -> None:
     from conftest import tiny_config
 
     from semlens.enhancer import PixelEnhancer
+    from semlens.enhancer.compiling import compile_network, compiled_stages
     from semlens.pipeline import StreamSettings, enhance_stream
-    from semlens.runtime import compile_network, compiled_stages
     from semlens.semantics.lite import LiteExtractor
 
     graphs: list[object] = []

@@ -156,7 +156,7 @@ class InstanceSpecificSemanticEmbedding(nn.Module):
         """The pixels' attention to the tokens, given each pixel's slot map ``own`` ``(B, 1 + N, hw)``
         0/1: the updated features ``(B, C, h, w)`` and the normalised tokens ``(B, 1 + N, D)``. Its
         inputs are one frame's (or tile's) fresh tensors and it takes no pooling state, so it is the
-        part of ISEE that :func:`semlens.runtime.compile_network` compiles."""
+        part of ISEE that :func:`semlens.enhancer.compiling.compile_network` compiles."""
         b, c, h, w = x.shape
         n1 = tokens.shape[1]
         normed = self.norm(tokens)
