@@ -12,9 +12,9 @@ receptive field, and a tile's output is exact only where that field stays inside
 search radius ``r`` per propagation step, and the recurrent propagation adds one step per frame, so
 the bound grows with depth and with the window (31 LR pixels for the tiny model and 3 frames, 121
 for 12 frames). The *effective* reach is much shorter, because the residual branches are scaled
-down and IMAGE's attention favours small displacements: cutting a frame changes a random tiny
-model's output by about 19, 6, 2, 0.4, 0.3 and 0.04 levels of 255 at 0, 1, 2, 3, 4 and 5 LR pixels
-from the cut. Trained models reach further: with 96-pixel tiles sharing 24 pixels (6 of context)
+down and IMAGE's attention favours small displacements: a random tiny model's tiles agree with
+whole frames within 1/255 with 8 pixels of overlap (``tests/test_tiling.py``). Trained models reach
+further: with 96-pixel tiles sharing 24 pixels (6 of context)
 the shipped x4 model on the example clip is still up to 2.63/255 off (``python
 benchmarks/tiling.py``). So each shared band is split: its outer quarter on either side
 is context only (weight 0: those outputs saw zero padding where the frame goes on) and the linear
