@@ -2,9 +2,8 @@
 
 How much overlap the exactness tests need: the enhancer's *theoretical* receptive field is large
 (``receptive_radius``: 31 LR pixels for the tiny model on 3 frames, growing with depth, with IMAGE's
-radius per propagation step, and with the window length), but its *effective* reach is short: a cut
-changes the random tiny model's output by about 19, 6, 2 and 0.4 levels of 255 at 0, 1, 2 and 3
-pixels from the cut. ``tiled_forward`` uses the outer quarter of every overlap band as context only
+radius per propagation step, and with the window length), but its *effective* reach is short for
+random models. ``tiled_forward`` uses the outer quarter of every overlap band as context only
 and ramps across the middle half, so an overlap of 8 (2 context pixels + a 4-pixel ramp) keeps the
 convolution and IMAGE paths within 1/255. ISEE is not local (each instance token pools the instance's
 pixels over the frame): tiles exchange their pooled sums (a gathering pass, then the output pass), and
