@@ -361,8 +361,10 @@ def auto_tile_size(h: int, w: int, t: int, channels: int, budget_bytes: int, *, 
     most half of it: beyond that the budget cannot be met and the OOM retry takes over). Among the
     tiles that fit, the one that pushes the fewest pixels through the network (tiles overlap by
     ``overlap``) is chosen, so a frame slightly too big is cut into two balanced tiles, not a big
-    and a sliver. The result is at least ``minimum``.
+    and a sliver. The result is at least ``minimum`` and :func:`smallest_tile` (twice ``overlap``:
+    the overlap is kept whole).
     """
+    minimum = max(minimum, smallest_tile(overlap))
     kwargs = dict(scale=scale, radius=radius, instances=instances, heads=heads, bytes_per_value=bytes_per_value)
     if estimate_window_bytes(h, w, t, channels, **kwargs) <= budget_bytes:
         return 0
@@ -404,7 +406,7 @@ def auto_tile_for(model: PixelEnhancer, x: Tensor, budget_bytes: int, dtype: tor
     size = 2 if dtype in (torch.float16, torch.bfloat16) else 4
     return auto_tile_size(h, w, b * t, config.channels, budget_bytes, scale=config.scale,
                           radius=config.radius if config.use_image else 0, heads=config.heads,
-                          bytes_per_value=size, overlap=overlap, minimum=max(32, smallest_tile(overlap)))
+                          bytes_per_value=size, overlap=overlap)
 
 
 # -- out-of-memory retry ----------------------------------------------------------------------------
