@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import torch
 from _common import machine, write_json
 from torch import Tensor
 
+from semlens.enhancer import PixelEnhancer
 from semlens.evaluate import bicubic_frames, evaluate, find_clips
 from semlens.hub import load_extractor
 from semlens.semantics.types import InstanceExtractor, Semantics
@@ -100,7 +102,14 @@ def centre_copies(up: SemanticLensUpscaler, window: int) -> Callable[[Iterable[n
     return run
 
 
-def variants(model: str | None, scale: int) -> dict[str, Any]:
+def with_motion_search(net: PixelEnhancer, reach: int) -> PixelEnhancer:
+    """The same weights with IMAGE's window centred on block-matched motion up to ``reach``."""
+    moved = PixelEnhancer(replace(net.config, motion_search=reach))
+    moved.load_state_dict(net.state_dict())
+    return moved.eval()
+
+
+def variants(model: str | None, scale: int, motion_search: int = 0) -> dict[str, Any]:
     ref = SemanticLensUpscaler.from_pretrained(model, scale=None if model else scale, device="cpu", dtype="fp32")
     net, ext, window, overlap = ref.model, ref.extractor.name, ref.settings.window, ref.settings.overlap
 
@@ -114,6 +123,10 @@ def variants(model: str | None, scale: int) -> dict[str, Any]:
         "single frame": build(ext, window=1, overlap=0).upscale_frames,
         "centre copies": centre_copies(build(ext), window),
     }
+    if motion_search and motion_search != net.config.motion_search:
+        moved = SemanticLensUpscaler(with_motion_search(net, motion_search), ext, device="cpu", dtype="fp32",
+                                     name=ref.name, window=window, overlap=overlap)
+        out[f"motion search {motion_search}"] = moved.upscale_frames
     if ext != "none":
         out["one instance"] = build(_MaskEdit(load_extractor(ext), "one")).upscale_frames
         out["shuffled masks"] = build(_MaskEdit(load_extractor(ext), "shuffle")).upscale_frames
@@ -121,8 +134,9 @@ def variants(model: str | None, scale: int) -> dict[str, Any]:
             "methods": out}
 
 
-def measure(paths: list[Path], model: str | None, scale: int, max_frames: int | None) -> dict[str, Any]:
-    v = variants(model, scale)
+def measure(paths: list[Path], model: str | None, scale: int, max_frames: int | None,
+            motion_search: int = 0) -> dict[str, Any]:
+    v = variants(model, scale, motion_search)
     report: dict[str, Any] = {"model": v["name"], "scale": v["scale"], "window": v["window"],
                               "overlap": v["overlap"], "extractor": v["extractor"], "clips": []}
     methods = v["methods"]
@@ -142,11 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model name, file or repo (default: the shipped one of --scale)")
     parser.add_argument("--max-frames", type=int, default=24, help="frames per clip (default: 24)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--motion-search", type=int, default=0,
+                        help="also run the same weights with IMAGE centred on motion up to this reach (LR px)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = measure(find_clips(args.clips), args.model, args.scale, args.max_frames)
+    report = measure(find_clips(args.clips), args.model, args.scale, args.max_frames, args.motion_search)
     print(f"\n{report['model']} x{report['scale']}, window {report['window']}/{report['overlap']}, "
           f"extractor {report['extractor']}: mean over {len(report['clips'])} clip(s)\n")
     print("| variant | PSNR-Y | vs window | SSIM-Y | tPSNR-Y |\n|---|---|---|---|---|")

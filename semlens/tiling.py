@@ -270,14 +270,14 @@ def receptive_radius(config: EnhancerConfig, frames: int) -> int:
     window: the largest distance at which an input pixel can change an output pixel through the
     convolutional and IMAGE paths (ISEE's token pooling reaches the whole tile and is left out).
 
-    3x3 convolutions add one pixel, a residual block two, IMAGE its search radius ``r`` per
-    propagation step; the backward pass accumulates over the window, the forward pass then adds
+    3x3 convolutions add one pixel, a residual block two, IMAGE its search radius ``r`` (plus its
+    motion-centred reach ``motion_search``) per propagation step; the backward pass accumulates over the window, the forward pass then adds
     its own steps on top, so the bound grows linearly with ``frames``. It is an upper bound: the
     effective reach of a trained or freshly initialised model is much shorter.
     """
     if frames < 1:
         raise ValueError("frames must be >= 1")
-    r = config.radius if config.use_image else 0
+    r = config.radius + config.motion_search if config.use_image else 0
     feats = 1 + 2 * config.extract_blocks
     align = feats + r  # IMAGE's keys come from the neighbour's features
     back_blocks, fwd_blocks = 2 * config.backward_blocks, 2 * config.forward_blocks

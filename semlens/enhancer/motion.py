@@ -1,0 +1,93 @@
+"""Where IMAGE looks: a cheap block-matching motion estimate that centres its search window.
+
+IMAGE attends inside a ``(2r + 1)^2`` window of the supporting frame; on its own that window sits at
+the query's position, so it follows only motions of about ``r`` low-resolution pixels per frame.
+Given a reach ``R`` (``EnhancerConfig.motion_search``), :func:`block_offsets` estimates, for blocks
+of the frame, the integer displacement (up to ``R`` pixels) that best matches the reference frame
+in the supporting one, by the sum of absolute luma differences on a 2x-downscaled copy of the two
+low-resolution frames. :func:`shift_by_offsets` then reads the supporting frame's tensors at those
+displaced positions, and IMAGE's window is centred there: IMAGE stays masked local attention from a
+frame to its neighbour, and its reach grows from ``r`` to ``R + r``. No weights are involved, and
+with ``R = 0`` nothing changes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["block_offsets", "shift_by_offsets", "BLOCK", "MOTION_SEARCH_LIMIT"]
+
+#: Side of a matching block, in low-resolution pixels (one displacement per block).
+BLOCK = 16
+#: The largest reach a configuration may ask for (LR pixels per frame).
+MOTION_SEARCH_LIMIT = 32
+# A displacement must beat zero motion by this share of the block's mean absolute difference to
+# be taken: flat or noisy regions keep the window where it is.
+_ZERO_PREFERENCE = 0.02
+
+
+def _luma_half(frames: Tensor) -> Tensor:
+    """``(B, 3, h, w)`` RGB -> ``(B, 1, ceil(h/2), ceil(w/2))`` luma, 2x2 averaged, float32."""
+    x = frames.float()
+    y = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    return F.avg_pool2d(y, 2, ceil_mode=True)
+
+
+@torch.no_grad()
+def block_offsets(reference: Tensor, support: Tensor, reach: int) -> Tensor:
+    """Integer displacement field ``(B, 2, h, w)`` (dy, dx) such that ``support[y + dy, x + dx]``
+    matches ``reference[y, x]``; constant over :data:`BLOCK` x :data:`BLOCK` blocks, multiples of 2,
+    each component within ``[-reach, reach]``.
+
+    Args:
+        reference, support: ``(B, 3, h, w)`` low-resolution RGB frames in [0, 1].
+        reach: largest displacement searched, in LR pixels (``0`` gives zeros).
+    """
+    b, _, h, w = reference.shape
+    if reach <= 0 or h < 4 or w < 4:
+        return torch.zeros(b, 2, h, w, dtype=torch.long, device=reference.device)
+    ref, sup = _luma_half(reference), _luma_half(support)
+    hh, ww = ref.shape[-2:]
+    half_reach = max(1, reach // 2)
+    block = BLOCK // 2
+    padded = F.pad(sup, (half_reach,) * 4)
+    inside = F.pad(torch.ones_like(sup), (half_reach,) * 4)
+    costs = []
+    shifts = [(dy, dx) for dy in range(-half_reach, half_reach + 1) for dx in range(-half_reach, half_reach + 1)]
+    for dy, dx in shifts:
+        rows = slice(half_reach + dy, half_reach + dy + hh)
+        cols = slice(half_reach + dx, half_reach + dx + ww)
+        valid = inside[:, :, rows, cols]
+        # Mean difference over the block's pixels whose match lies inside the frame; a displacement
+        # that takes most of the block out of the frame is not a candidate.
+        diff = F.avg_pool2d((padded[:, :, rows, cols] - ref).abs() * valid, block, ceil_mode=True)
+        share = F.avg_pool2d(valid, block, ceil_mode=True)
+        costs.append(torch.where(share > 0.5 * share.amax(), diff / share.clamp_min(1e-6), torch.inf))
+    cost = torch.cat(costs, dim=1)  # (B, K, blocks_y, blocks_x)
+    zero = shifts.index((0, 0))
+    # Zero motion wins ties and near-ties: a flat block has no motion to find.
+    finite = torch.where(cost.isfinite(), cost, 0.0)
+    cost[:, zero] -= _ZERO_PREFERENCE * finite.sum(dim=1) / cost.isfinite().sum(dim=1) + 1e-6
+    best = cost.argmin(dim=1)  # (B, by, bx)
+    table = torch.tensor(shifts, dtype=torch.long, device=reference.device) * 2  # back to LR pixels
+    field = table[best].permute(0, 3, 1, 2).clamp(-reach, reach)  # (B, 2, by, bx)
+    field = field.repeat_interleave(BLOCK, dim=2).repeat_interleave(BLOCK, dim=3)
+    return field[:, :, :h, :w].contiguous()
+
+
+def shift_by_offsets(x: Tensor, offsets: Tensor) -> Tensor:
+    """``x`` ``(B, C, h, w)`` (or ``(B, h, w)``) read at ``(y + dy, x + dx)`` for the integer field
+    ``offsets`` ``(B, 2, h, w)``, positions outside the frame clamped to its edge."""
+    squeeze = x.dim() == 3
+    if squeeze:
+        x = x.unsqueeze(1)
+    b, c, h, w = x.shape
+    ys = torch.arange(h, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, device=x.device).view(1, 1, w)
+    src_y = (ys + offsets[:, 0]).clamp(0, h - 1)
+    src_x = (xs + offsets[:, 1]).clamp(0, w - 1)
+    index = (src_y * w + src_x).view(b, 1, h * w).expand(b, c, h * w)
+    out = x.reshape(b, c, h * w).gather(2, index).view(b, c, h, w)
+    return out[:, 0] if squeeze else out
