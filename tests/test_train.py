@@ -301,6 +301,7 @@ def test_warm_start_copies_every_tensor_that_fits_and_is_recorded(tmp_path) -> N
     final = train(cfg, tmp_path / "run", sampler=sampler, quiet=True)
     trained = load_model(final)
     assert trained.meta["training"]["init"] == str(tmp_path / "source.safetensors")
+    assert len(trained.meta["training"]["init_sha256"]) == 64
     weight = trained.model.state_dict()["extract.0.weight"]
     assert torch.allclose(weight, source.state_dict()["extract.0.weight"], atol=1e-6)
 
@@ -312,3 +313,19 @@ def test_sampler_motion_follows_max_motion() -> None:
     assert (default.object_speed, default.camera_speed) == pytest.approx((10.0, 6.0))
     fast = sampler_motion(TrainConfig(scale=2, max_motion=5.0))
     assert (fast.object_speed, fast.camera_speed) == pytest.approx((10.0, 6.0))
+
+
+def test_a_checkpoint_exports_as_a_model_with_its_iteration(tmp_path) -> None:
+    from semlens.hub import load_model
+    from semlens.train.export import export_checkpoint
+
+    sampler = ClipSampler(photos(), [], scale=2, patch=8, frames=2, batch=1, seed=0)
+    cfg = TrainConfig(scale=2, overrides={"channels": 8, "token_dim": 8}, iterations=4, batch=1, patch=8, frames=2,
+                      warmup=1, checkpoint_every=1)
+    train(cfg, tmp_path / "run", sampler=sampler, quiet=True, stop_after=1)
+    out = export_checkpoint(tmp_path / "run" / "checkpoint.pt", tmp_path / "step1.safetensors")
+    loaded = load_model(out)
+    assert loaded.meta["training"]["iterations_done"] == 1 and loaded.meta["training"]["iterations"] == 4
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state["ema"].items())
+    assert not list(tmp_path.glob("*.tmp"))

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from semlens.enhancer import PixelEnhancer
 from semlens.windows import check_window
 
-__all__ = ["save_trained", "model_metadata", "inference_window"]
+__all__ = ["save_trained", "model_metadata", "inference_window", "export_checkpoint"]
 
 
 def inference_window(train_frames: int, window: int | None = None, overlap: int | None = None) -> tuple[int, int]:
@@ -29,8 +29,26 @@ def inference_window(train_frames: int, window: int | None = None, overlap: int 
     return window, overlap
 
 
+def _weights_sha256(source: str) -> str | None:
+    """sha256 of the weights file ``source`` names (None when it cannot be found any more)."""
+    import hashlib
+
+    from semlens.errors import SemlensError
+    from semlens.hub import resolve
+
+    try:
+        path = resolve(source).weights
+    except (SemlensError, OSError):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def model_metadata(model: PixelEnhancer, cfg: Any, elapsed: float, window: int | None = None,
-                   overlap: int | None = None) -> dict[str, Any]:
+                   overlap: int | None = None, iteration: int | None = None) -> dict[str, Any]:
     """The ``semlens_config`` of a trained model.
 
     ``train_frames`` is the clip length the network was trained on. ``window`` / ``overlap`` are the
@@ -38,6 +56,9 @@ def model_metadata(model: PixelEnhancer, cfg: Any, elapsed: float, window: int |
     else the training clip length (:func:`inference_window`); ``window_basis`` says which.
     """
     train_frames = int(cfg.frames)
+    lineage = {}
+    if getattr(cfg, "init", None):  # the warm start's exact weights, for the card's lineage
+        lineage["init_sha256"] = _weights_sha256(cfg.init)
     given = window is not None or overlap is not None
     window, overlap = inference_window(train_frames, window, overlap)
     return {
@@ -53,14 +74,49 @@ def model_metadata(model: PixelEnhancer, cfg: Any, elapsed: float, window: int |
         "training": {
             **asdict(cfg),
             "wall_time_seconds": round(elapsed, 1),
+            "iterations_done": int(cfg.iterations if iteration is None else iteration),
+            **lineage,
             "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
         },
     }
 
 
 def save_trained(path: Path, model: PixelEnhancer, cfg: Any, elapsed: float, window: int | None = None,
-                 overlap: int | None = None) -> None:
-    """Write ``model``'s weights with :func:`model_metadata` as a safetensors file at ``path``."""
-    meta = model_metadata(model, cfg, elapsed, window, overlap)
+                 overlap: int | None = None, iteration: int | None = None) -> None:
+    """Write ``model``'s weights with :func:`model_metadata` as a safetensors file at ``path``
+    (``iteration``: where the run stood, for a checkpoint exported before the end)."""
+    meta = model_metadata(model, cfg, elapsed, window, overlap, iteration)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(tensors, str(path), metadata={"semlens_config": json.dumps(meta)})
+
+
+def export_checkpoint(checkpoint: Path, out: Path, window: int | None = None, overlap: int | None = None) -> Path:
+    """Write the EMA weights of a training checkpoint (``checkpoint.pt`` of a running or stopped
+    run) as a model file, so that every checkpoint can be evaluated like a finished model."""
+    from semlens.train.loop import TrainConfig, build_model
+
+    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    cfg = TrainConfig.from_dict(state["train_config"])
+    model = build_model(cfg)
+    model.load_state_dict(state["ema"])
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    save_trained(tmp, model, cfg, float(state["elapsed"]), window, overlap, iteration=int(state["iteration"]))
+    tmp.replace(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Export the EMA weights of a training checkpoint as a model file.")
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--window", type=int, default=None)
+    parser.add_argument("--overlap", type=int, default=None)
+    args = parser.parse_args(argv)
+    print(export_checkpoint(args.checkpoint, args.out, args.window, args.overlap))
+
+
+if __name__ == "__main__":
+    main()
