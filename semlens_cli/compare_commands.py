@@ -1,4 +1,5 @@
-"""`semlens compare`: one picture of the same frame upscaled by bicubic, Lanczos and the model(s)."""
+"""`semlens compare`: one picture (or, with --video, a short clip) of the same frames upscaled by
+bicubic, Lanczos and the model(s)."""
 
 from __future__ import annotations
 
@@ -15,24 +16,38 @@ import click
               help="Model name, weights file/folder or repo id; give it twice to compare two models.")
 @click.option("--at", "times", multiple=True,
               help="Time of the frame to show (SS, MM:SS or HH:MM:SS[.ms]); repeat for more rows "
-                   "(default: the middle of the video).")
+                   "(default: the middle of the video). With --video: where the clip starts (default: the start).")
 @click.option("--crop", default=None, help="X,Y,W,H in input pixels: show only that region, zoomed by the scale.")
-@click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("compare.png"), show_default=True,
-              help="The PNG to write.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing picture.")
+@click.option("--video", is_flag=True,
+              help="Write a short side-by-side clip (every frame laid out like the picture) instead of a PNG.")
+@click.option("--seconds", type=float, default=None, metavar="N",
+              help="With --video: the clip's length in seconds of the input (default 3).")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=None,
+              help="The PNG to write (default compare.png); with --video a video file (default compare.mp4).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing picture or clip.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=0, help="CPU threads for the network (0 = all cores).")
 def compare_command(input_path: Path, scale: str | None, models: tuple[str, ...], times: tuple[str, ...],
-                    crop: str | None, out_path: Path, overwrite: bool, device: str, threads: int) -> None:
+                    crop: str | None, video: bool, seconds: float | None, out_path: Path | None, overwrite: bool,
+                    device: str, threads: int) -> None:
     """Write a PNG of the same frame(s) of INPUT side by side, labelled: bicubic, Lanczos and the
-    model (and a second --model), at full output resolution or a zoomed --crop."""
-    from semlens.compare import compare_video, parse_crop, parse_time
+    model (and a second --model), at full output resolution or a zoomed --crop. With --video, a
+    short clip of --seconds from the first --at, each frame laid out the same way, with the
+    input's frame rate, timestamps and audio."""
+    from semlens.compare import (
+        CLIP_SECONDS,
+        check_clip_path,
+        compare_clip,
+        compare_video,
+        parse_crop,
+        parse_time,
+    )
     from semlens.errors import OutputExistsError, SemlensError
-    from semlens.io import probe
+    from semlens.io import VIDEO_EXTENSIONS, probe
     from semlens_cli.upscale_commands import _build_upscaler
 
     try:
-        seconds = [parse_time(t) for t in times]
+        at = [parse_time(t) for t in times]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--at") from None
     try:
@@ -41,16 +56,42 @@ def compare_command(input_path: Path, scale: str | None, models: tuple[str, ...]
         raise click.BadParameter(str(exc), param_hint="--crop") from None
     if len(models) > 2:
         raise click.BadParameter("give at most two models", param_hint="--model")
+    if video:
+        if len(at) > 1:
+            raise click.BadParameter("give one --at with --video: the time the clip starts", param_hint="--at")
+        if seconds is not None and not seconds > 0:
+            raise click.BadParameter(f"must be a positive number of seconds, got {seconds:g}", param_hint="--seconds")
+        out_path = out_path if out_path is not None else Path("compare.mp4")
+        try:
+            check_clip_path(out_path)
+        except ValueError as exc:
+            raise click.BadParameter(f"{exc}; drop --video for a PNG", param_hint="--out") from None
+    else:
+        if seconds is not None:
+            raise click.BadParameter("only with --video (the length of the clip)", param_hint="--seconds")
+        out_path = out_path if out_path is not None else Path("compare.png")
+        if out_path.suffix.lower() in VIDEO_EXTENSIONS:
+            raise click.BadParameter(f"{str(out_path)!r} is a video name; add --video for a clip, or give a .png",
+                                     param_hint="--out")
     probe(input_path)  # a bad input fails before a model is loaded
     if out_path.exists() and not overwrite:
         raise OutputExistsError(f"output {str(out_path)!r} exists; pass overwrite=True to replace it")
     ups = [_build_upscaler(m, int(scale) if scale else None, device, "auto", None, None, 0, threads)
            for m in (models or (None,))]
     try:
-        result = compare_video(input_path, out_path, ups, at=seconds, crop=region)
+        if video:
+            result = compare_clip(input_path, out_path, ups, start=at[0] if at else None,
+                                  seconds=seconds if seconds is not None else CLIP_SECONDS, crop=region,
+                                  overwrite=overwrite)
+        else:
+            result = compare_video(input_path, out_path, ups, at=at, crop=region)
     except SemlensError:
         raise
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     times_text = ", ".join(f"{t:.3f} s" for t in result.times)
-    click.echo(f"{result.path}: {result.width}x{result.height}, {' | '.join(result.labels)} at {times_text}")
+    if video:
+        click.echo(f"{result.path}: {result.width}x{result.height}, {result.frames} frames from {times_text}, "
+                   f"{' | '.join(result.labels)}")
+    else:
+        click.echo(f"{result.path}: {result.width}x{result.height}, {' | '.join(result.labels)} at {times_text}")
