@@ -13,6 +13,8 @@ with ``R = 0`` nothing changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -77,17 +79,44 @@ def block_offsets(reference: Tensor, support: Tensor, reach: int) -> Tensor:
     return field[:, :, :h, :w].contiguous()
 
 
+def _shifter(x: Tensor, reach: int) -> Callable[[int, int], Tensor]:
+    """A function ``(dy, dx) -> x read at (y + dy, x + dx)``, clamped to the frame's edge, for
+    ``|dy|, |dx| <= reach``: float tensors are edge-padded once and each shift is a view of it."""
+    h, w = x.shape[-2:]
+    if x.is_floating_point():
+        padded = F.pad(x, (reach,) * 4, mode="replicate")
+        return lambda dy, dx: padded[..., reach + dy:reach + dy + h, reach + dx:reach + dx + w]
+
+    def select(dy: int, dx: int) -> Tensor:
+        rows = (torch.arange(h, device=x.device) + dy).clamp_(0, h - 1)
+        cols = (torch.arange(w, device=x.device) + dx).clamp_(0, w - 1)
+        return x.index_select(-2, rows).index_select(-1, cols)
+    return select
+
+
 def shift_by_offsets(x: Tensor, offsets: Tensor) -> Tensor:
     """``x`` ``(B, C, h, w)`` (or ``(B, h, w)``) read at ``(y + dy, x + dx)`` for the integer field
-    ``offsets`` ``(B, 2, h, w)``, positions outside the frame clamped to its edge."""
+    ``offsets`` ``(B, 2, h, w)``, positions outside the frame clamped to its edge.
+
+    A field from :func:`block_offsets` holds few distinct displacements (one per moving region), so
+    the frame is shifted once per distinct displacement and each block takes its own."""
     squeeze = x.dim() == 3
     if squeeze:
         x = x.unsqueeze(1)
-    b, c, h, w = x.shape
-    ys = torch.arange(h, device=x.device).view(1, h, 1)
-    xs = torch.arange(w, device=x.device).view(1, 1, w)
-    src_y = (ys + offsets[:, 0]).clamp(0, h - 1)
-    src_x = (xs + offsets[:, 1]).clamp(0, w - 1)
-    index = (src_y * w + src_x).view(b, 1, h * w).expand(b, c, h * w)
-    out = x.reshape(b, c, h * w).gather(2, index).view(b, c, h, w)
+    corners = offsets[:, :, ::BLOCK, ::BLOCK]
+    # Block-constant fields (the usual case) are described exactly by their block corners.
+    block_constant = torch.equal(corners.repeat_interleave(BLOCK, 2).repeat_interleave(BLOCK, 3)[
+        :, :, :offsets.shape[2], :offsets.shape[3]], offsets)
+    distinct = torch.unique((corners if block_constant else offsets).permute(0, 2, 3, 1).reshape(-1, 2), dim=0)
+    pairs = distinct.tolist()
+    shift = _shifter(x, max(max(abs(dy), abs(dx)) for dy, dx in pairs))
+    out: Tensor | None = None
+    for dy, dx in pairs:
+        moved = shift(dy, dx)
+        if out is None:
+            out = moved
+            continue
+        here = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).unsqueeze(1)
+        out = torch.where(here, moved, out)
+    assert out is not None
     return out[:, 0] if squeeze else out
