@@ -146,7 +146,8 @@ def _build_upscaler(payload: _Payload, device: str) -> SemanticLensUpscaler:
     s = payload.settings
     up = SemanticLensUpscaler(net, payload.extractor, device=device, dtype=payload.dtype, window=s.window,
                               overlap=s.overlap, tile=s.tile, detect_cuts=s.detect_cuts, name=payload.name,
-                              batch_windows=payload.batch_windows, tile_overlap=s.tile_overlap)
+                              batch_windows=payload.batch_windows, tile_overlap=s.tile_overlap,
+                              memory_budget=s.memory_budget)
     up.settings = replace(s, device=up.device, dtype=up.dtype, batch_windows=up.settings.batch_windows)
     return up
 
@@ -169,8 +170,10 @@ def _worker_upscaler(box: list[Any]) -> SemanticLensUpscaler:
             device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         up = _build_upscaler(payload, device)
         gpus = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0))  # a fraction: its share
+        # On a CPU as many tasks run at once as the machine has CPUs for: each gets its share of the RAM.
+        cpu_share = float(cpus) / (os.cpu_count() or 1)
         up.settings = replace(up.settings, memory_budget=task_memory_budget(up.settings.memory_budget, up.device,
-                                                                            gpus))
+                                                                            gpus, cpu_share))
         _BUILT.clear()
         _BUILT[key] = up
     return _BUILT[key]

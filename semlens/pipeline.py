@@ -38,8 +38,10 @@ Converter = Callable[[Tensor, int], list[Any]]
 class StreamSettings:
     """How frames are processed: device, autocast dtype (``None`` = float32), window and overlap,
     scene-cut detection, spatial tile size (``0`` = automatic: whole frames when the window fits
-    ``memory_budget`` bytes of activations, else the largest tile that does; ``None`` budget = 2 GiB
-    on a CPU, 60% of a GPU's memory). ``batch_windows`` windows go through the enhancer together
+    ``memory_budget`` bytes of activations, else the largest tile that does; ``None`` budget =
+    :func:`~semlens.tiling.default_memory_budget`, read once per run: half the available RAM on a
+    CPU, at least 1 GiB; on a GPU 60% of its memory or 90% of what is free, whichever is less).
+    ``batch_windows`` windows go through the enhancer together
     (one batch: fuller GPUs; the extractor still sees every window in stream order, and the pixels
     are those of one at a time), fewer when their whole-frame tensors would take more than half the
     budget. Out-of-memory errors split the batch, then halve the tile, and retry
@@ -173,6 +175,7 @@ class WindowRunner:
         self.frame_by_frame = False
         """Whether the output is converted one frame at a time (after an out-of-memory error)."""
         self.shot_start = 0
+        self._resolved_budget: int | None = None
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         s = self.settings
@@ -181,10 +184,16 @@ class WindowRunner:
         return torch.autocast(device_type=s.device.type, dtype=s.dtype)
 
     def _budget(self) -> int:
+        """The settings' memory budget, else the automatic one, read at the first window and kept
+        (what is free changes as the run itself takes memory: every window is decided alike)."""
         from semlens.tiling import default_memory_budget
 
         s = self.settings
-        return s.memory_budget if s.memory_budget is not None else default_memory_budget(s.device)
+        if s.memory_budget is not None:
+            return s.memory_budget
+        if self._resolved_budget is None:
+            self._resolved_budget = default_memory_budget(s.device)
+        return self._resolved_budget
 
     @torch.inference_mode()
     def __call__(self, window: Window, frames: list[np.ndarray]) -> list[np.ndarray]:

@@ -47,7 +47,9 @@ frame's (exact where each tile's owned part lies farther than the shallow featur
 the tile's edge, which a quarter-overlap context guarantees).
 
 :func:`auto_tile_size` estimates the network's peak activation memory and picks a tile that fits a
-budget (after the whole-frame tensors that no tile shrinks, :func:`whole_frame_bytes`);
+budget (after the whole-frame tensors that no tile shrinks, :func:`whole_frame_bytes`); unless one
+is given, the budget follows the machine (:func:`default_memory_budget`: half the available RAM on
+a CPU, free device memory on a GPU), so whole frames go through whenever they fit;
 :func:`tiled_forward_with_retry` halves the tile on an out-of-memory error instead of failing (or
 dropping frames), down to :func:`smallest_tile`. The streaming pipeline
 (:class:`semlens.pipeline.WindowRunner`) first lowers the windows batched together, then the tile,
@@ -58,7 +60,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -73,10 +78,12 @@ __all__ = [
     "attempt",
     "auto_tile_for",
     "auto_tile_size",
+    "available_memory_bytes",
     "default_memory_budget",
     "estimate_window_bytes",
     "is_out_of_memory",
     "oom_message",
+    "parse_memory_size",
     "receptive_radius",
     "release_memory",
     "smaller_tile",
@@ -381,16 +388,114 @@ def auto_tile_size(h: int, w: int, t: int, channels: int, budget_bytes: int, *, 
     return min(range(largest, minimum - 1, -1), key=lambda side: (_work(h, w, side, overlap), -side))
 
 
+MIN_CPU_BUDGET = GIB
+"""The automatic budget on a CPU is never below this (a machine short of memory still gets tiles
+of a useful size; the out-of-memory retry covers the rest)."""
+
+FALLBACK_CPU_BUDGET = 2 * GIB
+"""The automatic budget on a CPU where the available memory cannot be read."""
+
+MEMINFO = Path("/proc/meminfo")
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def available_memory_bytes() -> int | None:
+    """Bytes of RAM this process can take without swapping: ``MemAvailable`` of ``/proc/meminfo``
+    (Linux), else the free physical pages (``os.sysconf``), lowered to the room left under the
+    memory limit of the process's control group when there is one (a container given less than
+    the host has; page cache the kernel can drop counts as room). ``None`` where nothing is known."""
+    available = _meminfo_available()
+    if available is None:
+        try:
+            pages, size = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+            available = pages * size if pages > 0 and size > 0 else None
+        except (AttributeError, ValueError, OSError):
+            available = None
+    room = _cgroup_room()
+    if room is not None:
+        available = room if available is None else min(available, room)
+    return available
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in MEMINFO.read_text(encoding="ascii", errors="replace").splitlines():
+            if line.startswith("MemAvailable:"):
+                fields = line.split()
+                return int(fields[1]) * (1024 if fields[2:3] == ["kB"] else 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """The memory limit of the process's control group (v2 ``memory.max``, else v1
+    ``memory/memory.limit_in_bytes``) less what it uses, not counting inactive page cache;
+    ``None`` without a limit."""
+    for limit_name, usage_name, folder, cache_key in (
+            ("memory.max", "memory.current", CGROUP, "inactive_file"),
+            ("memory.limit_in_bytes", "memory.usage_in_bytes", CGROUP / "memory", "total_inactive_file")):
+        try:
+            limit_text = (folder / limit_name).read_text().strip()
+            usage = int((folder / usage_name).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if not limit_text.isdigit() or int(limit_text) >= 1 << 60:  # "max", or v1's "no limit"
+            return None
+        cache = 0
+        try:
+            for line in (folder / "memory.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == cache_key:
+                    cache = int(value)
+        except (OSError, ValueError):
+            pass
+        return max(0, int(limit_text) - max(0, usage - cache))
+    return None
+
+
 def default_memory_budget(device: torch.device, share: float = 1.0) -> int:
-    """Activation budget when none is given: 60% of a CUDA device's memory, else 2 GiB. Fixed per
-    device (not the momentary free memory) so results are reproducible; the OOM retry covers the
-    rest. ``share`` is the fraction of the device this process may use (a Ray task given half a
-    GPU: 0.5, so that two such tasks stay within the 60% together)."""
+    """Activation budget when none is given, following the machine: on a CUDA device
+    ``share * min(0.6 * total, 0.9 * free)`` of its memory (free as ``torch.cuda.mem_get_info``
+    reports it, plus what this process's caching allocator holds unused); on a CPU ``share`` of
+    half the available RAM (:func:`available_memory_bytes`; 2 GiB where that is unknown), never
+    below 1 GiB. The rest of the memory is the margin for everything else (decoded and encoded
+    frames, other programs). ``share`` is the fraction of the device this process may use (a Ray
+    task given half a GPU: 0.5, so that two such tasks stay within the budget together). The
+    budget depends on what is free when it is read: :class:`~semlens.pipeline.WindowRunner` reads
+    it once per run, and an explicit budget (``memory_budget=``, ``--memory-budget``) makes the
+    choice between whole frames and tiles the same on every run."""
     if not 0 < share <= 1:
         raise ValueError(f"the device share must be in (0, 1], got {share}")
     if device.type == "cuda":
-        return int(0.6 * share * torch.cuda.get_device_properties(device).total_memory)
-    return int(2 * GIB * share)
+        total = torch.cuda.get_device_properties(device).total_memory
+        free, _ = torch.cuda.mem_get_info(device)
+        free += max(0, torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+        return int(share * min(0.6 * total, 0.9 * free))
+    available = available_memory_bytes()
+    whole = FALLBACK_CPU_BUDGET if available is None else available // 2
+    return max(MIN_CPU_BUDGET, int(share * whole))
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_memory_size(text: str | int) -> int:
+    """A memory size as bytes: plain bytes (``2147483648``) or a number with a unit, ``K``, ``M``,
+    ``G`` or ``T``, optionally followed by ``B`` or ``iB`` (``512M``, ``4G``, ``1.5GiB``, ``4 GB``;
+    case does not matter). Every unit is a power of 1024. ``ValueError`` for anything else and for
+    sizes below one byte."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", str(text))
+        if match is None:
+            raise ValueError(f"{text!r} is not a memory size; use bytes or a number with K, M, G or T "
+                             "(e.g. 512M, 4G, 1.5GiB)")
+        value = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if not math.isfinite(value) or value < 1:
+        raise ValueError(f"a memory size must be at least one byte, got {text!r}")
+    return int(value)
 
 
 def auto_tile_for(model: PixelEnhancer, x: Tensor, budget_bytes: int, dtype: torch.dtype | None = None,

@@ -37,7 +37,7 @@ from semlens.pipeline import StreamSettings, enhance_stream, planar_converter
 from semlens.runtime import tune_allocator
 from semlens.scan import find_videos
 from semlens.semantics import InstanceExtractor, extractor_dims
-from semlens.tiling import DEFAULT_TILE_OVERLAP, default_memory_budget
+from semlens.tiling import DEFAULT_TILE_OVERLAP, default_memory_budget, parse_memory_size
 
 __all__ = ["SemanticLensUpscaler", "UpscaleResult", "Progress", "resolve_device", "resolve_dtype",
            "check_task_device", "task_memory_budget", "default_model_name", "output_path_for", "check_extractor_fits"]
@@ -115,13 +115,31 @@ def check_task_device(device: str, gpus_per_task: float | None) -> None:
                          "use --device cuda (Ray picks the GPU)")
 
 
-def task_memory_budget(budget: int | None, device: torch.device, gpus: float) -> int | None:
-    """The memory budget of a task that was given ``gpus`` GPUs (Ray's ``num_gpus``): ``budget``
-    when one is set, else for a fraction of one CUDA device :func:`default_memory_budget` of that
-    share (tasks sharing a GPU then stay within its budget together), else ``None`` (the default)."""
-    if budget is not None or device.type != "cuda" or not 0 < gpus < 1:
+def task_memory_budget(budget: int | None, device: torch.device, gpus: float,
+                       cpu_share: float | None = None) -> int | None:
+    """The memory budget of a task that was given ``gpus`` GPUs (Ray's ``num_gpus``) and
+    ``cpu_share`` of its machine's CPUs: ``budget`` when one is set, else for a fraction of one CUDA
+    device :func:`default_memory_budget` of that share (tasks sharing a GPU then stay within its
+    budget together), on a CPU the same for the task's share of the machine's CPUs (as many such
+    tasks run there at once, and share its RAM), else ``None`` (the default)."""
+    if budget is not None:
         return budget
-    return default_memory_budget(device, share=gpus)
+    if device.type == "cuda":
+        return default_memory_budget(device, share=gpus) if 0 < gpus < 1 else None
+    if device.type == "cpu" and cpu_share is not None and 0 < cpu_share < 1:
+        return default_memory_budget(device, share=cpu_share)
+    return None
+
+
+def _check_memory_budget(budget: int | str | None) -> int | None:
+    """``budget`` in bytes (a string such as ``"4G"`` is read by
+    :func:`~semlens.tiling.parse_memory_size`), or ``None`` for the automatic budget;
+    ``ValueError`` for a budget below one byte or that is no size."""
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, int | str):
+        raise ValueError(f"memory_budget must be bytes (an int), a size such as '4G', or None; got {budget!r}")
+    return parse_memory_size(budget)
 
 
 _DTYPES = {"fp32": None, "float32": None, "fp16": torch.float16, "float16": torch.float16,
@@ -404,7 +422,9 @@ class SemanticLensUpscaler:
     def __init__(self, model: PixelEnhancer, extractor: InstanceExtractor | str = "lite", *,
                  device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
                  window: int = 12, overlap: int = 2, tile: int = 0, detect_cuts: bool = True,
-                 name: str | None = None, batch_windows: int = 0, tile_overlap: int | None = None) -> None:
+                 name: str | None = None, batch_windows: int = 0, tile_overlap: int | None = None,
+                 memory_budget: int | str | None = None) -> None:
+        budget = _check_memory_budget(memory_budget)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         tune_allocator()
@@ -432,7 +452,7 @@ class SemanticLensUpscaler:
                              f"use --tile {2 * tile_overlap} or more, or a smaller --tile-overlap")
         self.settings = StreamSettings(device=self.device, dtype=self.dtype, window=window, overlap=overlap,
                                        detect_cuts=detect_cuts, tile=tile, tile_overlap=tile_overlap,
-                                       batch_windows=batch_windows)
+                                       memory_budget=budget, batch_windows=batch_windows)
         from semlens.windows import check_window
 
         check_window(window, overlap)
@@ -447,7 +467,8 @@ class SemanticLensUpscaler:
                         extractor: str | InstanceExtractor | None = None, window: int | None = None,
                         overlap: int | None = None, tile: int = 0, detect_cuts: bool = True,
                         compile: bool = False, batch_windows: int = 0,
-                        tile_overlap: int | None = None) -> SemanticLensUpscaler:
+                        tile_overlap: int | None = None,
+                        memory_budget: int | str | None = None) -> SemanticLensUpscaler:
         """Load a model: a registry name (``semlens-tiny-x4``), a local file or folder, or a Hugging
         Face repo id ``user/repo[@revision]``. Without ``model``, the shipped default of ``scale``
         (4 unless given). The extractor, window and overlap default to those recorded in the model
@@ -456,7 +477,10 @@ class SemanticLensUpscaler:
         GPU, 1 on a CPU); the output is the same either way. ``tile`` is the spatial tile side in
         input pixels (0 = whole frames unless they exceed the memory budget; otherwise larger than
         ``tile_overlap``) and ``tile_overlap`` the pixels neighbouring tiles share (``None`` =
-        :data:`semlens.tiling.DEFAULT_TILE_OVERLAP`). ``compile`` compiles the network's per-frame
+        :data:`semlens.tiling.DEFAULT_TILE_OVERLAP`). ``memory_budget`` is the bytes of activations
+        a window may take before its frames are tiled (or a size such as ``"4G"``; ``None`` =
+        :func:`semlens.tiling.default_memory_budget`, half the available RAM on a CPU, 60% of a GPU's
+        memory or 90% of its free memory, whichever is less). ``compile`` compiles the network's per-frame
         stages (:func:`semlens.enhancer.compiling.compile_network`): a few graphs made during the first
         windows, for long runs on a GPU."""
         from semlens.hub import load_model
@@ -478,7 +502,8 @@ class SemanticLensUpscaler:
         if overlap is None:  # the model's context, as much of it as the window allows
             overlap = min(loaded.overlap, (window - 1) // 2)
         return cls(net, ext, device=device, dtype=dtype, window=window, overlap=overlap, tile=tile,
-                   detect_cuts=detect_cuts, name=loaded.name, batch_windows=batch_windows, tile_overlap=tile_overlap)
+                   detect_cuts=detect_cuts, name=loaded.name, batch_windows=batch_windows, tile_overlap=tile_overlap,
+                   memory_budget=memory_budget)
 
     # -- frames ----------------------------------------------------------------------------------
     def upscale_frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

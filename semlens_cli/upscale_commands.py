@@ -15,9 +15,25 @@ from semlens_cli.progress import DeferredInterrupt, FrameProgress, console
 from semlens_cli.wording import cli_wording
 
 
+class MemorySize(click.ParamType):
+    """A memory size such as ``4G``, ``512M``, ``1.5GiB`` or plain bytes, as bytes
+    (:func:`semlens.tiling.parse_memory_size`); anything else, or no more than zero, is a usage error."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from semlens.tiling import parse_memory_size
+
+        try:
+            return parse_memory_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: str, extractor: str | None,
                     window: int | None, tile: int, threads: int, compile_: bool = False,
-                    batch_windows: int = 0, tile_overlap: int | None = None) -> Any:
+                    batch_windows: int = 0, tile_overlap: int | None = None,
+                    memory_budget: int | None = None) -> Any:
     import torch
 
     from semlens.upscaler import SemanticLensUpscaler
@@ -26,7 +42,8 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
         torch.set_num_threads(threads)
     return SemanticLensUpscaler.from_pretrained(model, scale=scale, device=device, dtype=dtype, extractor=extractor,
                                                 window=window, tile=tile, compile=compile_,
-                                                batch_windows=batch_windows, tile_overlap=tile_overlap)
+                                                batch_windows=batch_windows, tile_overlap=tile_overlap,
+                                                memory_budget=memory_budget)
 
 
 @click.command("upscale")
@@ -43,6 +60,10 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
 @click.option("--tile", type=int, default=0, show_default=True, help="Spatial tile size in input pixels (0 = auto).")
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=None,
               help="Input pixels neighbouring tiles share (default: enough for the shipped models).")
+@click.option("--memory-budget", type=MemorySize(), default=None, metavar="SIZE",
+              help="Memory a window may take before its frames are tiled, e.g. 4G, 512M, 1.5GiB or bytes "
+                   "(default: half the available RAM on a CPU; on a GPU 60% of its memory or 90% of the "
+                   "free memory, whichever is less).")
 @click.option("--codec", default="libx264", show_default=True, help="libx264, libx265, libsvtav1, ffv1, ...")
 @click.option("--crf", type=float, default=18, show_default=True,
               help="Quality of lossy codecs: lower is better and bigger (x264/x265 0-51, about 18 looks "
@@ -78,7 +99,7 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
               help="With --ray: GPUs per task (default: 1 if the cluster has GPUs, else 0).")
 def upscale_command(input_path: Path, output_path: Path, scale: str | None, model: str | None, device: str,
                     dtype: str, extractor: str | None, window: int | None, tile: int, tile_overlap: int | None,
-                    codec: str, crf: float,
+                    memory_budget: int | None, codec: str, crf: float,
                     preset: str, pix_fmt: str | None, no_audio: bool, overwrite: bool, skip_existing: bool,
                     max_frames: int | None, preview: float | None, start_text: str | None, threads: int, compile_: bool, batch_windows: int, quiet: bool,
                     use_ray: bool,
@@ -139,10 +160,10 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
                                  num_gpus=gpus_per_task, threads=threads, segment_seconds=segment_seconds,
                                  compile=compile_, batch_windows=batch_windows)
         up = _build_upscaler(model, int(scale) if scale else None, "cpu", "fp32", extractor, window, tile, 0,
-                             tile_overlap=tile_overlap)
+                             tile_overlap=tile_overlap, memory_budget=memory_budget)
     else:
         up = _build_upscaler(model, int(scale) if scale else None, device, dtype, extractor, window, tile, threads,
-                             compile_, batch_windows, tile_overlap)
+                             compile_, batch_windows, tile_overlap, memory_budget)
     options: dict[str, Any] = dict(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, copy_audio=not no_audio,
                                    max_frames=max_frames)
     if preview is not None or start is not None:  # not passed otherwise: the Ray path takes no part

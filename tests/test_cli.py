@@ -56,6 +56,15 @@ def test_the_api_refuses_zero_frames_and_a_zero_window(tmp_path, tiny_upscaler, 
     assert not (tmp_path / "out.mp4").exists()
 
 
+@pytest.mark.parametrize("value", ["0", "abc", "-2G", "0.5"])
+def test_a_bad_memory_budget_is_a_usage_error(tmp_path, value):
+    code, stdout, stderr = invoke_cli(["upscale", tmp_path / "in.mp4", tmp_path / "out.mp4", "--memory-budget", value])
+    assert code == 2 and "Traceback" not in stderr, stderr  # click's usage error, before the input is looked at
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "--memory-budget" in errors[0] and repr(value) in errors[0], stderr
+    assert "does not exist" not in stderr and not (tmp_path / "out.mp4").exists()
+
+
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_debug_is_accepted_before_and_after_the_command(tmp_path, where):
     args = ["upscale", str(tmp_path / "missing.mp4"), str(tmp_path / "out.mp4")]

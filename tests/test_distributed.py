@@ -156,6 +156,12 @@ def _describe_worker(box: list[Any]) -> tuple[int, bool, str]:
     return up.settings.batch_windows, is_compiled(up.model), up.device.type
 
 
+def _worker_budget(box: list[Any]) -> int | None:
+    from semlens.distributed import _worker_upscaler
+
+    return _worker_upscaler(box).settings.memory_budget
+
+
 def test_workers_resolve_batch_windows_and_compile_on_their_device(tiny_x2_path: Path) -> None:
     """The driver (a CPU) ships "automatic" windows per batch, not its own resolution (1), so each
     worker resolves it on its device; compile and an explicit batch size reach the workers."""
@@ -173,6 +179,12 @@ def test_workers_resolve_batch_windows_and_compile_on_their_device(tiny_x2_path:
     # On a Ray worker: the upscaler it builds has the options (compiled lazily: nothing runs here).
     box = [ray.put(_payload(auto, RayOptions(batch_windows=3, compile=True, threads=1)))]
     assert ray.get(ray.remote(num_cpus=1)(_describe_worker).remote(box)) == (3, True, "cpu")
+    # The memory budget: a task on a CPU gets its share of the machine's, an explicit one is kept.
+    budget = ray.get(ray.remote(num_cpus=1)(_worker_budget).remote(box))
+    assert (budget is not None) == ((os.cpu_count() or 1) > 1)
+    given = SemanticLensUpscaler.from_pretrained(tiny_x2_path, device="cpu", memory_budget="3G")
+    box = [ray.put(_payload(given, RayOptions(threads=1)))]
+    assert ray.get(ray.remote(num_cpus=1)(_worker_budget).remote(box)) == 3 * 1024**3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

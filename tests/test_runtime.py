@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,10 @@ def test_tuning_is_opt_in(value: str | None, expected: str, monkeypatch: pytest.
 
 # -- devices and dtypes (CUDA mocked: these run on any machine) ------------------------------------
 
-def _fake_cuda(monkeypatch: pytest.MonkeyPatch, count: int = 1, bf16: bool = True, memory: int = 16 * 1024**3) -> None:
+def _fake_cuda(monkeypatch: pytest.MonkeyPatch, count: int = 1, bf16: bool = True, memory: int = 16 * 1024**3,
+               free: int | None = None, cached: int = 0) -> None:
+    """CUDA devices of ``memory`` bytes with ``free`` of them free (``None``: all), and ``cached``
+    bytes held unused by this process's caching allocator."""
     import contextlib
     import types
 
@@ -35,6 +39,9 @@ def _fake_cuda(monkeypatch: pytest.MonkeyPatch, count: int = 1, bf16: bool = Tru
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(total_memory=memory))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (memory if free is None else free, memory))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: cached + 123)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 123)
 
 
 def test_cuda_index_must_exist(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,6 +109,136 @@ def test_a_fraction_of_a_gpu_gets_that_fraction_of_the_budget(monkeypatch: pytes
     assert task_memory_budget(None, torch.device("cpu"), 0) is None
     with pytest.raises(ValueError, match="share"):
         default_memory_budget(cuda, share=1.5)
+
+
+# -- the memory budget follows the machine ---------------------------------------------------------
+
+GIB = 1024**3
+
+
+def test_a_gpu_budget_is_the_lesser_of_60_percent_and_90_percent_of_the_free_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from semlens.tiling import default_memory_budget
+    from semlens.upscaler import task_memory_budget
+
+    cuda = torch.device("cuda")
+    _fake_cuda(monkeypatch, memory=16 * GIB, free=4 * GIB)  # another program holds 12 GiB
+    assert default_memory_budget(cuda) == int(0.9 * 4 * GIB)
+    assert default_memory_budget(cuda, share=0.5) == int(0.45 * 4 * GIB)
+    assert task_memory_budget(None, cuda, 0.5) == int(0.45 * 4 * GIB)
+    _fake_cuda(monkeypatch, memory=16 * GIB, free=15 * GIB)  # nearly all free: 60% of the device
+    assert default_memory_budget(cuda) == int(0.6 * 16 * GIB)
+    # What this process's own allocator holds unused is free for it.
+    _fake_cuda(monkeypatch, memory=16 * GIB, free=2 * GIB, cached=2 * GIB)
+    assert default_memory_budget(cuda) == int(0.9 * 4 * GIB)
+
+
+def _fake_meminfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str | None,
+                  cgroup: dict[str, str] | None = None) -> None:
+    """``/proc/meminfo`` holding ``text`` (``None``: missing), the control group folder holding
+    ``cgroup``'s files (``None``: none), and no ``os.sysconf`` page counts."""
+    import semlens.tiling as tiling
+
+    meminfo = tmp_path / "meminfo"
+    if text is not None:
+        meminfo.write_text(text)
+    folder = tmp_path / "cgroup"
+    folder.mkdir(exist_ok=True)
+    for name, content in (cgroup or {}).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(content)
+    monkeypatch.setattr(tiling, "MEMINFO", meminfo)
+    monkeypatch.setattr(tiling, "CGROUP", folder)
+
+    def no_sysconf(name: str) -> int:
+        raise ValueError(name)
+
+    monkeypatch.setattr(tiling.os, "sysconf", no_sysconf)
+
+
+MEMINFO = "MemTotal:       32768000 kB\nMemFree:         1000000 kB\nMemAvailable:   {} kB\nBuffers: 1 kB\n"
+
+
+def test_a_cpu_budget_is_half_the_available_memory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import torch
+
+    from semlens.tiling import available_memory_bytes, default_memory_budget
+    from semlens.upscaler import task_memory_budget
+
+    cpu = torch.device("cpu")
+    _fake_meminfo(monkeypatch, tmp_path, MEMINFO.format(24 * 1024 * 1024))  # 24 GiB available
+    assert available_memory_bytes() == 24 * GIB
+    assert default_memory_budget(cpu) == 12 * GIB
+    assert default_memory_budget(cpu, share=0.25) == 3 * GIB
+    # A Ray task given 2 of the machine's 16 CPUs: its share; a whole machine: the run's own default.
+    assert task_memory_budget(None, cpu, 0, cpu_share=2 / 16) == int(12 * GIB * 2 / 16)
+    assert task_memory_budget(None, cpu, 0, cpu_share=1.0) is None
+    assert task_memory_budget(5 * GIB, cpu, 0, cpu_share=0.5) == 5 * GIB
+
+
+def test_a_cpu_budget_is_never_below_1_gib(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import torch
+
+    from semlens.tiling import default_memory_budget
+
+    cpu = torch.device("cpu")
+    _fake_meminfo(monkeypatch, tmp_path, MEMINFO.format(1024 * 1024))  # 1 GiB available: half is 512 MiB
+    assert default_memory_budget(cpu) == GIB
+    _fake_meminfo(monkeypatch, tmp_path, MEMINFO.format(6 * 1024 * 1024))
+    assert default_memory_budget(cpu, share=0.1) == GIB  # 0.3 GiB, floored
+
+
+def test_without_meminfo_the_free_pages_then_2_gib(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import torch
+
+    import semlens.tiling as tiling
+
+    cpu = torch.device("cpu")
+    _fake_meminfo(monkeypatch, tmp_path, None)
+    assert tiling.available_memory_bytes() is None
+    assert tiling.default_memory_budget(cpu) == 2 * GIB  # nothing known: the old fixed budget
+    _fake_meminfo(monkeypatch, tmp_path, "MemTotal: 1000 kB\nMemFree: 10 kB\n")  # a kernel without MemAvailable
+    pages = {"SC_AVPHYS_PAGES": 2 * 1024 * 1024, "SC_PAGE_SIZE": 4096}  # 8 GiB free
+    monkeypatch.setattr(tiling.os, "sysconf", lambda name: pages[name])
+    assert tiling.available_memory_bytes() == 8 * GIB
+    assert tiling.default_memory_budget(cpu) == 4 * GIB
+
+
+@pytest.mark.parametrize("files, room", [
+    ({"memory.max": "6442450944\n", "memory.current": "2147483648\n",  # v2: 6 GiB limit, 2 GiB used ...
+      "memory.stat": "anon 1\ninactive_file 1073741824\n"}, 5 * GIB),  # ... half of it droppable cache
+    ({"memory.max": "max\n", "memory.current": "2147483648\n"}, None),  # no limit: the machine's memory
+    ({"memory/memory.limit_in_bytes": "4294967296\n", "memory/memory.usage_in_bytes": "1073741824\n",
+      "memory/memory.stat": "inactive_file 5\ntotal_inactive_file 0\n"}, 3 * GIB),  # v1
+    ({"memory/memory.limit_in_bytes": "9223372036854771712\n", "memory/memory.usage_in_bytes": "1\n"}, None),
+])
+def test_a_container_limit_lowers_the_available_memory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        files: dict[str, str], room: int | None) -> None:
+    from semlens.tiling import available_memory_bytes
+
+    _fake_meminfo(monkeypatch, tmp_path, MEMINFO.format(24 * 1024 * 1024), files)
+    assert available_memory_bytes() == (24 * GIB if room is None else room)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("4G", 4 * GIB), ("4g", 4 * GIB), ("4GB", 4 * GIB), ("4GiB", 4 * GIB), ("1.5GiB", 3 * GIB // 2),
+    ("512M", 512 * 1024**2), ("512mb", 512 * 1024**2), ("64k", 65536), ("1T", 1024 * GIB),
+    ("2147483648", 2 * GIB), (" 8 G ", 8 * GIB), ("100B", 100), (2048, 2048),
+])
+def test_memory_sizes_are_read_in_powers_of_1024(text: str | int, expected: int) -> None:
+    from semlens.tiling import parse_memory_size
+
+    assert parse_memory_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "0G", "0.5", "-4G", "abc", "", "4X", "G", "4 GG", "nan", "inf", 0, -1])
+def test_bad_memory_sizes_are_refused(text: str | int) -> None:
+    from semlens.tiling import parse_memory_size
+
+    with pytest.raises(ValueError, match="memory size"):
+        parse_memory_size(text)
 
 
 # -- --compile: a bounded number of graphs ---------------------------------------------------------

@@ -349,6 +349,95 @@ def test_cli_tile_overlap_reaches_the_tiles(tmp_path: Path, tiny_x2_path: Path, 
     assert bad.exit_code == 2 and not (tmp_path / "bad.mp4").exists()
 
 
+
+def test_cli_memory_budget_reaches_the_tiles(tmp_path: Path, tiny_x2_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run of small frames goes through whole on a machine with room, and is tiled when
+    ``--memory-budget`` is too small for its windows."""
+    from clips import make_clip
+    from conftest import invoke_cli
+
+    import semlens.tiling as tiling
+
+    tiles: list[int] = []
+    original = tiling.tiled_forward
+
+    def spy(model: PixelEnhancer, x: torch.Tensor, semantics: Semantics | None, tile: int, *args: object) -> torch.Tensor:
+        tiles.append(tile)
+        return original(model, x, semantics, tile, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tiling, "tiled_forward", spy)
+    monkeypatch.setattr(tiling, "available_memory_bytes", lambda: 16 * GIB)
+    src = make_clip(tmp_path / "in.mp4", frames=6, size=(48, 32))
+    common = ["--model", tiny_x2_path, "--device", "cpu", "--threads", "1", "-q", "--tile-overlap", "6"]
+    result = invoke_cli(["upscale", src, tmp_path / "whole.mp4", *common])
+    assert result.exit_code == 0, result.stderr
+    assert tiles and set(tiles) == {0}
+    tiles.clear()
+    result = invoke_cli(["upscale", src, tmp_path / "tiled.mp4", *common, "--memory-budget", "1"])
+    assert result.exit_code == 0, result.stderr
+    assert tiles and all(0 < tile < 48 for tile in tiles)
+
+
+GIB = 1024**3
+HD = (1, 12, 3, 720, 1280)  # a window of 12 1280x720 frames, the shipped models' window
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_720p_windows_go_through_whole_when_the_machine_has_room(scale: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the shipped models a 1280x720 window is not tiled on a machine with 24 GiB available
+    (a budget of 12 GiB); with 4 GiB available (a 2 GiB budget) or an explicit small budget it is."""
+    import semlens.tiling as tiling
+    from semlens import SemanticLensUpscaler
+    from semlens.pipeline import WindowRunner
+
+    monkeypatch.setattr(tiling, "available_memory_bytes", lambda: 24 * GIB)
+    x = torch.empty(*HD, device="meta")  # only the shape is read
+    shipped = REPO / "weights" / f"semlens-tiny-x{scale}.safetensors"
+    up = SemanticLensUpscaler.from_pretrained(shipped, device="cpu")
+    assert up.settings.window == HD[1] and up.settings.memory_budget is None
+    assert WindowRunner(up.model, up.extractor, up.settings)._tile_for(x) == 0
+    monkeypatch.setattr(tiling, "available_memory_bytes", lambda: 4 * GIB)  # a 2 GiB budget
+    assert 2 * DEFAULT_TILE_OVERLAP <= WindowRunner(up.model, up.extractor, up.settings)._tile_for(x) < 720
+    small = SemanticLensUpscaler.from_pretrained(shipped, device="cpu", memory_budget="2G")
+    monkeypatch.setattr(tiling, "available_memory_bytes", lambda: 24 * GIB)  # the explicit budget wins
+    assert small.settings.memory_budget == 2 * GIB
+    assert 2 * DEFAULT_TILE_OVERLAP <= WindowRunner(small.model, small.extractor, small.settings)._tile_for(x) < 720
+    large = SemanticLensUpscaler.from_pretrained(shipped, device="cpu", memory_budget=16 * GIB)
+    monkeypatch.setattr(tiling, "available_memory_bytes", lambda: 2 * GIB)
+    assert WindowRunner(large.model, large.extractor, large.settings)._tile_for(x) == 0
+
+
+def test_the_automatic_budget_is_read_once_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is free shrinks as the run takes memory: every window of a run is decided on the budget
+    read at its first window."""
+    import semlens.tiling as tiling
+    from semlens.pipeline import WindowRunner
+    from semlens.semantics import build_extractor
+
+    readings = iter([24 * GIB, 2 * GIB, 2 * GIB])
+    monkeypatch.setattr(tiling, "available_memory_bytes", lambda: next(readings))
+    run = WindowRunner(_model(), build_extractor("none"), StreamSettings(device=torch.device("cpu")))
+    assert run._budget() == run._budget() == 12 * GIB
+    assert WindowRunner(_model(), build_extractor("none"), StreamSettings(device=torch.device("cpu")))._budget() == GIB
+
+
+def test_memory_budget_reaches_the_settings_and_ray_workers(tiny_x2_path: Path) -> None:
+    from semlens import SemanticLensUpscaler
+    from semlens.distributed import RayOptions, _build_upscaler, _payload
+    from semlens.upscaler import task_memory_budget
+
+    up = SemanticLensUpscaler.from_pretrained(tiny_x2_path, device="cpu", memory_budget="1.5GiB")
+    assert up.settings.memory_budget == 3 * GIB // 2
+    worker = _build_upscaler(_payload(up, RayOptions()), "cpu")
+    assert worker.settings.memory_budget == 3 * GIB // 2
+    assert task_memory_budget(worker.settings.memory_budget, worker.device, 0, 0.25) == 3 * GIB // 2
+    assert SemanticLensUpscaler(up.model, "none", memory_budget=123).settings.memory_budget == 123
+    for bad in (0, -1, "abc", "0G", 1.5, True):
+        with pytest.raises(ValueError, match="memory"):
+            SemanticLensUpscaler(up.model, "none", memory_budget=bad)  # type: ignore[arg-type]
+
+
 # -- memory: what tiling cannot shrink, what the retry remembers ------------------------------------
 
 class _Limited(torch.nn.Module):
