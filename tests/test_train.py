@@ -329,3 +329,34 @@ def test_a_checkpoint_exports_as_a_model_with_its_iteration(tmp_path) -> None:
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state["ema"].items())
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_card_of_a_warm_started_real_footage_run_names_its_lineage_and_compressed_results(tmp_path) -> None:
+    from semlens.hub import save_model
+    from semlens.hub.format import read_weights
+    from semlens.train.card import render_card
+    from semlens.train.loop import build_model
+
+    base_cfg = TrainConfig(scale=2, overrides={"channels": 8, "token_dim": 8})
+    save_model(tmp_path / "base.safetensors", build_model(base_cfg))
+    sampler = ClipSampler(photos(), [], scale=2, patch=8, frames=2, batch=1, seed=0)
+    cfg = TrainConfig(scale=2, overrides={"channels": 8, "token_dim": 8}, iterations=1, batch=1, patch=8, frames=2,
+                      warmup=1, degradation="random", token_source="pooled", motion_search=4, max_motion=5.0,
+                      init=str(tmp_path / "base.safetensors"))
+    run = tmp_path / "run"
+    train(cfg, run, sampler=sampler, quiet=True)
+
+    def report(model: float, tpsnr: float) -> dict:
+        scores = {"psnr": {"bicubic": 30.0, "model": model}, "ssim": {"bicubic": 0.8, "model": 0.9},
+                  "tpsnr": {"bicubic": 31.0, "model": tpsnr}}
+        return {"model": "model", "clips": [{"clip": "a.mp4", "frames": 3, **scores}], "mean": scores}
+
+    card = render_card(run, report(32.0, 33.0), "m-x2", "semlens train ...", "semlens eval ...",
+                       extras=[("Compressed input: x264 CRF 23", "semlens eval --degradation x264:crf=23", report(31.5, 30.5))])
+    assert "for real footage" in card and "bicubic (BI) degradation" not in card
+    assert "pooled by the network" in card and "up to 4 LR pixels" in card
+    meta_sha = read_weights(run / "model.safetensors")[1]["training"]["init_sha256"]
+    assert f"Warm start from `{tmp_path / 'base.safetensors'}` (sha256 `{meta_sha}`)" in card
+    assert "## Compressed input: x264 CRF 23" in card and "semlens eval --degradation x264:crf=23" in card
+    assert "| mean | | **30.00** / 0.8000 / 31.00 | **31.50** / 0.9000 / 30.50 |" in card
+    assert "Gain over bicubic on the same decoded input: **+1.50 dB**" in card

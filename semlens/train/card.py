@@ -56,18 +56,42 @@ def summarize_run(run_dir: Path, points: int = 10) -> dict[str, Any]:
 
 
 def _table(report: dict[str, Any]) -> list[str]:
+    """Per clip and mean: PSNR-Y / SSIM-Y / tPSNR-Y of every method of a ``semlens eval`` JSON."""
     methods = list(report["mean"]["psnr"])
+
+    def cell(scores: dict[str, Any], m: str, bold: bool = False) -> str:
+        psnr = f"**{scores['psnr'][m]:.2f}**" if bold else f"{scores['psnr'][m]:.2f}"
+        t = scores.get("tpsnr", {}).get(m)
+        return f"{psnr} / {scores['ssim'][m]:.4f}" + ("" if t is None else f" / {t:.2f}")
+
     lines = ["| clip | frames | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for clip in report["clips"]:
-        cells = [f"{clip['psnr'][m]:.2f} / {clip['ssim'][m]:.4f}" for m in methods]
-        lines.append(f"| {clip['clip']} | {clip['frames']} | " + " | ".join(cells) + " |")
-    cells = [f"**{report['mean']['psnr'][m]:.2f}** / {report['mean']['ssim'][m]:.4f}" for m in methods]
-    lines.append("| mean | | " + " | ".join(cells) + " |")
+        lines.append(f"| {clip['clip']} | {clip['frames']} | " + " | ".join(cell(clip, m) for m in methods) + " |")
+    lines.append("| mean | | " + " | ".join(cell(report["mean"], m, bold=True) for m in methods) + " |")
     return lines
 
 
+def _degradation_words(cfg: dict[str, Any]) -> str:
+    degradation = cfg.get("degradation", "bi")
+    if degradation == "bi":
+        return "for the bicubic (BI) degradation"
+    if degradation == "random":
+        return ("for real footage: trained on BI inputs followed, per clip and at random strengths, by blur, "
+                "noise and a libx264/libx265 round trip (`--degradation random`)")
+    return f"for BI followed by `{degradation}`"
+
+
+def render_extra(title: str, command: str, report: dict[str, Any]) -> list[str]:
+    """A further evaluation section (e.g. compressed input): its command, table and mean gain."""
+    model = report["model"]
+    gain = report["mean"]["psnr"][model] - report["mean"]["psnr"]["bicubic"]
+    return [f"## {title}", "", f"Command: `{command}`. PSNR-Y (dB) / SSIM-Y / tPSNR-Y (dB).", "",
+            *_table(report), "", f"Gain over bicubic on the same decoded input: **{gain:+.2f} dB** PSNR-Y."]
+
+
 def render_card(run_dir: Path, report: dict[str, Any], name: str, command: str, eval_command: str,
-                ablations: dict[str, dict[str, Any]] | None = None, ablation_command: str = "") -> str:
+                ablations: dict[str, dict[str, Any]] | None = None, ablation_command: str = "",
+                extras: list[tuple[str, str, dict[str, Any]]] | None = None) -> str:
     cfg = json.loads((run_dir / "train_config.json").read_text())
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     wall = log[-1]["elapsed"] / 60
@@ -77,7 +101,7 @@ def render_card(run_dir: Path, report: dict[str, Any], name: str, command: str, 
         f"# {name}",
         "",
         f"Tiny Semantic Lens network (preset `{cfg['preset']}`, extractor `{cfg['extractor']}`), x{cfg['scale']},"
-        " for the bicubic (BI) degradation. Weights trained by semlens's own recipe; the paper's authors"
+        f" {_degradation_words(cfg)}. Weights trained by semlens's own recipe; the paper's authors"
         " released none.",
         "",
         "## Training",
@@ -90,6 +114,7 @@ def render_card(run_dir: Path, report: dict[str, Any], name: str, command: str, 
         f"- Recipe: {cfg['iterations']} iterations, batch {cfg['batch']} clips of {cfg['frames']} frames,"
         f" LR patches {cfg['patch']}x{cfg['patch']}, Charbonnier loss, AdamW (lr {cfg['lr']}, warm-up"
         f" {cfg['warmup']}, cosine to {cfg['min_lr']}), EMA {cfg['ema']}, seed {cfg['seed']}.",
+        *_architecture_lines(cfg, run_dir),
         f"- Wall time: {wall:.0f} min of training steps on a 2-core x86_64 CPU shared with the other training runs ({cfg['threads'] or 'all'}"
         " torch thread(s)), torch 2.14.1, no GPU.",
         f"- Final training loss (smoothed): {log[-1]['smooth_loss']:.4f}.",
@@ -102,9 +127,37 @@ def render_card(run_dir: Path, report: dict[str, Any], name: str, command: str, 
         "",
         f"Gain over bicubic: **{gain:+.2f} dB** PSNR-Y on average.",
     ]
+    for title, extra_command, extra in extras or []:
+        out += [""] + render_extra(title, extra_command, extra)
     if ablations:
         out += [""] + render_ablations(ablations, ablation_command)
     return "\n".join(out) + "\n"
+
+
+def _architecture_lines(cfg: dict[str, Any], run_dir: Path) -> list[str]:
+    """Recipe details beyond the defaults: token source, IMAGE's reach, motion, warm start."""
+    lines = []
+    if cfg.get("token_source", "extractor") == "pooled":
+        share = cfg.get("true_mask_fraction")
+        lines.append("- Tokens: pooled by the network over the masks (`--token-source pooled`: any extractor drives "
+                     f"the model); {0.5 if share is None else share:.0%} of the batches give the synthetic clips their "
+                     "true object masks.")
+    if cfg.get("motion_search"):
+        lines.append(f"- IMAGE's window centred on block-matched motion up to {cfg['motion_search']} LR pixels "
+                     "(`--motion-search`).")
+    if cfg.get("max_motion") is not None:
+        lines.append(f"- Synthetic motion: objects up to {cfg['max_motion']} LR pixels per frame, the camera up to 60% "
+                     "of that.")
+    if cfg.get("init"):
+        weights = run_dir / "model.safetensors"
+        sha = None
+        if weights.exists():
+            from semlens.hub.format import read_weights
+
+            meta = read_weights(weights)[1] or {}
+            sha = meta.get("training", {}).get("init_sha256")
+        lines.append(f"- Warm start from `{cfg['init']}`" + (f" (sha256 `{sha}`)" if sha else "") + ".")
+    return lines
 
 
 def render_ablations(ablations: dict[str, dict[str, Any]], command: str,
@@ -145,6 +198,8 @@ def main() -> None:
     parser.add_argument("--ablation-note", type=Path, default=None, help="a Markdown paragraph to put under the table")
     parser.add_argument("--ablations-only", action="store_true",
                         help="rewrite only the ablation section of the existing card OUT")
+    parser.add_argument("--extra", action="append", default=[],
+                        help="TITLE=COMMAND=EVAL_JSON: a further evaluation section (e.g. compressed input)")
     parser.add_argument("--summary", action="store_true",
                         help="write RUN_DIR's summary (config, wall time, losses, weights sha256) as JSON to OUT")
     args = parser.parse_args()
@@ -165,8 +220,13 @@ def main() -> None:
         return
     if args.run_dir is None or args.eval_json is None or not args.name:
         parser.error("RUN_DIR, EVAL_JSON and --name are required unless --ablations-only")
+    extras = []
+    for item in args.extra:
+        title, rest = item.split("=", 1)
+        command, path = rest.rsplit("=", 1)
+        extras.append((title, command, json.loads(Path(path).read_text())))
     text = render_card(args.run_dir, json.loads(args.eval_json.read_text()), args.name, args.command,
-                       args.eval_command, ablations, args.ablation_command)
+                       args.eval_command, ablations, args.ablation_command, extras)
     args.out.write_text(text)
 
 
