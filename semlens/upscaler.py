@@ -192,9 +192,13 @@ def check_extractor_fits(model: PixelEnhancer, extractor: str, dims: tuple[int, 
 
 
 def default_model_name(scale: int) -> str:
-    if scale not in (2, 4):
-        raise ModelNotFoundError(f"no shipped model for scale {scale}; shipped scales are 2 and 4 (or pass --model)")
-    return f"semlens-tiny-x{scale}"
+    """The shipped model of ``scale`` (:data:`semlens.hub.specs.DEFAULT_MODELS`)."""
+    from semlens.hub.specs import DEFAULT_MODELS
+
+    if scale not in DEFAULT_MODELS:
+        shipped = " and ".join(str(s) for s in sorted(DEFAULT_MODELS))
+        raise ModelNotFoundError(f"no shipped model for scale {scale}; shipped scales are {shipped} (or pass --model)")
+    return DEFAULT_MODELS[scale]
 
 
 def output_path_for(relative: Path, out_dir: Path) -> Path:

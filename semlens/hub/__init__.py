@@ -25,10 +25,11 @@ from semlens.hub.loading import (
     resolve,
     resolve_sam_checkpoint,
 )
-from semlens.hub.specs import DEFAULT_MODEL, ModelSpec, get_spec, registry
+from semlens.hub.specs import DEFAULT_MODEL, DEFAULT_MODELS, ModelSpec, get_spec, registry
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DEFAULT_MODELS",
     "ModelSpec",
     "ModelInfo",
     "ResolvedModel",

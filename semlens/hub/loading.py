@@ -42,7 +42,7 @@ from semlens.hub.format import (
     safetensors_parameter_count,
     stored_shapes,
 )
-from semlens.hub.specs import DEFAULT_MODEL, ModelSpec, known_names, registry, sam_spec
+from semlens.hub.specs import DEFAULT_MODELS, ModelSpec, known_names, registry, sam_spec
 
 if TYPE_CHECKING:
     from semlens.enhancer import EnhancerConfig, PixelEnhancer
@@ -392,7 +392,7 @@ def list_models(*, include_extractors: bool = False, include_unavailable: bool =
             ModelInfo(
                 name=spec.name, kind=spec.kind, scale=spec.scale, parameters=_count_parameters(spec, path),
                 extractor=spec.extractor, status=status, size=size, description=spec.description,
-                default=spec.name == DEFAULT_MODEL, approx_size=None if size is not None else spec.approx_size,
+                default=spec.name in DEFAULT_MODELS.values(), approx_size=None if size is not None else spec.approx_size,
             )
         )
     return infos

@@ -23,6 +23,7 @@ from semlens.errors import ModelNotFoundError
 __all__ = [
     "ModelSpec",
     "DEFAULT_MODEL",
+    "DEFAULT_MODELS",
     "SAM_REPO_ID",
     "registry",
     "get_spec",
@@ -30,8 +31,10 @@ __all__ = [
     "known_names",
 ]
 
-#: The model :meth:`SemanticLensUpscaler.from_pretrained` uses when none is named.
-DEFAULT_MODEL = "semlens-tiny-x4"
+#: The shipped model used for each scale when none is named.
+DEFAULT_MODELS: Mapping[int, str] = MappingProxyType({4: "semlens-tiny-x4", 2: "semlens-tiny-x2"})
+#: The model :meth:`SemanticLensUpscaler.from_pretrained` uses when neither a model nor a scale is named.
+DEFAULT_MODEL = DEFAULT_MODELS[4]
 
 #: Hub mirror of the official Segment Anything checkpoints (folder ``checkpoints/``).
 SAM_REPO_ID = "ybelkada/segment-anything"
