@@ -59,7 +59,7 @@ def _status(infos: list, name: str) -> str | None:
 def test_shipped_files_match_their_pinned_sha256() -> None:
     import hashlib
 
-    for name in ("semlens-tiny-x4", "semlens-tiny-x2"):
+    for name in ("semlens-tiny-x4", "semlens-tiny-x2", "semlens-tiny-x2-real"):
         path = REPO_WEIGHTS / f"{name}.safetensors"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == get_spec(name).sha256
         assert load_model(name).name == name
@@ -165,3 +165,16 @@ def test_statuses_follow_the_cache(fake_hub: FakeHub, weights_dir: Path, monkeyp
     info = next(i for i in list_models() if i.name == spec.name)
     assert info.status == "cached" and info.size == len(data)
     assert info.parameters == sum(p.numel() for p in model.state_dict().values())
+
+
+def test_the_real_footage_model_takes_any_extractor_and_reaches_further() -> None:
+    from semlens.semantics import extractor_dims
+    from semlens.upscaler import check_extractor_fits, default_model_name
+
+    loaded = load_model("semlens-tiny-x2-real")
+    config = loaded.model.config
+    assert config.pooled_tokens and config.motion_search == 8 and loaded.scale == 2
+    assert loaded.meta["training"]["degradation"] == "random"
+    assert loaded.meta["training"]["init_sha256"] == get_spec("semlens-tiny-x2").sha256  # its lineage
+    check_extractor_fits(loaded.model, "sam-vit-b", extractor_dims("sam-vit-b"))  # pooled: any extractor
+    assert default_model_name(2) == "semlens-tiny-x2"  # opt-in: the clean-input model stays the default
