@@ -58,6 +58,8 @@ def models_command(as_json: bool) -> None:
         name = f"{info.name} (default)" if info.default else info.name
         scale = f"x{info.scale}" if info.scale else "-"
         extractor = info.extractor if info.kind == "enhancer" else "(extractor weights)"
+        if info.any_extractor:
+            extractor += " (any fits)"
         style = _STATUS_STYLE.get(info.status, "")
         status = "not installed" if info.status == "missing" else info.status
         table.add_row(name, scale, _params(info.parameters), extractor, f"[{style}]{status}[/]", _size(info.size, info.approx_size))

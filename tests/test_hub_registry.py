@@ -178,3 +178,5 @@ def test_the_real_footage_model_takes_any_extractor_and_reaches_further() -> Non
     assert loaded.meta["training"]["init_sha256"] == get_spec("semlens-tiny-x2").sha256  # its lineage
     check_extractor_fits(loaded.model, "sam-vit-b", extractor_dims("sam-vit-b"))  # pooled: any extractor
     assert default_model_name(2) == "semlens-tiny-x2"  # opt-in: the clean-input model stays the default
+    infos = {i.name: i for i in list_models()}
+    assert infos["semlens-tiny-x2-real"].any_extractor and not infos["semlens-tiny-x2"].any_extractor

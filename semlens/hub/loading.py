@@ -75,7 +75,8 @@ class ModelInfo:
     ``"remote"`` (downloadable), ``"missing"`` (registered but no weights anywhere; only listed
     with ``include_unavailable=True``). ``parameters`` is ``None`` for extractor checkpoints;
     ``size`` is the file size in bytes when known exactly; otherwise ``approx_size`` may give a
-    rounded size (e.g. 1.25 GB for a file whose exact size is not pinned).
+    rounded size (e.g. 1.25 GB for a file whose exact size is not pinned). ``any_extractor``: the
+    network pools its own tokens, so any extractor drives it (``extractor`` is its default one).
     """
 
     name: str
@@ -88,6 +89,7 @@ class ModelInfo:
     description: str
     default: bool = False
     approx_size: int | None = None
+    any_extractor: bool = False
 
 
 @dataclass(frozen=True)
@@ -393,6 +395,7 @@ def list_models(*, include_extractors: bool = False, include_unavailable: bool =
                 name=spec.name, kind=spec.kind, scale=spec.scale, parameters=_count_parameters(spec, path),
                 extractor=spec.extractor, status=status, size=size, description=spec.description,
                 default=spec.name in DEFAULT_MODELS.values(), approx_size=None if size is not None else spec.approx_size,
+                any_extractor=(spec.enhancer or {}).get("token_source") == "pooled",
             )
         )
     return infos
