@@ -136,23 +136,28 @@ def _register_all() -> dict[str, ModelSpec]:
         4: "85a652d9b91a9783315775974d96825f144ed1ed3385e68a95a031a97df5dfb5",
     }
 
-    def tiny(scale: int) -> ModelSpec:
-        # Trained with the weight-free "lite" extractor; the weights are produced by semlens.train
-        # and shipped in the package (weights/ in the repo). No Hub copy exists yet: once one is
-        # pushed (`semlens export ... --push`), add repo_id + the commit + filename + sha256 here.
+    def bundled_tiny(name: str, description: str, scale: int, window: int, sha256: str | None,
+                     **config: Any) -> ModelSpec:
+        # Weights produced by semlens.train and shipped in the package (weights/ in the repo), trained
+        # with the weight-free "lite" extractor. No Hub copy exists yet: once one is pushed
+        # (`semlens export ... --push`), add repo_id + the commit + filename + sha256 here.
         return ModelSpec(
-            name=f"semlens-tiny-x{scale}",
+            name=name,
             kind="enhancer",
-            description=f"Tiny Semantic Lens network (x{scale}), CPU friendly, lite extractor",
+            description=description,
             scale=scale,
-            # Built exactly as semlens.train builds it (preset + the extractor's token sizes).
-            enhancer=EnhancerConfig.preset("tiny", scale=scale, instance_dim=lite_dims[0], global_dim=lite_dims[1]).to_dict(),
+            # Built exactly as semlens.train builds it (preset + the extractor's token sizes, or pooled).
+            enhancer=EnhancerConfig.preset("tiny", scale=scale, **config).to_dict(),
             extractor="lite",
-            window=12,
+            window=window,
             overlap=2,
-            bundled=f"semlens-tiny-x{scale}.safetensors",
-            sha256=tiny_sha256.get(scale),
+            bundled=f"{name}.safetensors",
+            sha256=sha256,
         )
+
+    def tiny(scale: int) -> ModelSpec:
+        return bundled_tiny(f"semlens-tiny-x{scale}", f"Tiny Semantic Lens network (x{scale}), CPU friendly, lite extractor",
+                            scale, 12, tiny_sha256.get(scale), instance_dim=lite_dims[0], global_dim=lite_dims[1])
 
     def sam(variant: str, filename: str, size: int | None, sha256: str, approx_size: int | None = None) -> ModelSpec:
         name = SAM_VARIANTS[variant].extractor_name  # "sam-vit-b": names come from the variant table
@@ -180,18 +185,9 @@ def _register_all() -> dict[str, ModelSpec]:
         # Warm-started from semlens-tiny-x{scale} and trained for compressed, noisy footage
         # (`semlens train --degradation random`), with pooled tokens (any extractor drives it) and
         # IMAGE's window centred on block-matched motion.
-        return ModelSpec(
-            name=f"semlens-tiny-x{scale}-real",
-            kind="enhancer",
-            description=f"Tiny Semantic Lens network (x{scale}) for real footage (compressed, noisy), any extractor",
-            scale=scale,
-            enhancer=EnhancerConfig.preset("tiny", scale=scale, token_source="pooled", motion_search=8).to_dict(),
-            extractor="lite",
-            window=10,
-            overlap=2,
-            bundled=f"semlens-tiny-x{scale}-real.safetensors",
-            sha256=real_sha256[scale],
-        )
+        return bundled_tiny(f"semlens-tiny-x{scale}-real",
+                            f"Tiny Semantic Lens network (x{scale}) for real footage (compressed, noisy), any extractor",
+                            scale, 10, real_sha256[scale], token_source="pooled", motion_search=8)
 
     specs = [
         tiny(4),

@@ -16,20 +16,13 @@ evaluation JSON.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from semlens.hub.fetch import sha256_file
+
 __all__ = ["render_card", "summarize_run"]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def summarize_run(run_dir: Path, points: int = 10) -> dict[str, Any]:
@@ -51,7 +44,7 @@ def summarize_run(run_dir: Path, points: int = 10) -> dict[str, Any]:
     }
     weights = run_dir / "model.safetensors"
     if weights.exists():
-        out["weights"] = {"file": weights.name, "bytes": weights.stat().st_size, "sha256": _sha256(weights)}
+        out["weights"] = {"file": weights.name, "bytes": weights.stat().st_size, "sha256": sha256_file(weights)}
     return out
 
 

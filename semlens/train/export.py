@@ -31,20 +31,14 @@ def inference_window(train_frames: int, window: int | None = None, overlap: int 
 
 def _weights_sha256(source: str) -> str | None:
     """sha256 of the weights file ``source`` names (None when it cannot be found any more)."""
-    import hashlib
-
     from semlens.errors import SemlensError
     from semlens.hub import resolve
+    from semlens.hub.fetch import sha256_file
 
     try:
-        path = resolve(source).weights
+        return sha256_file(resolve(source).weights)
     except (SemlensError, OSError):
         return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def model_metadata(model: PixelEnhancer, cfg: Any, elapsed: float, window: int | None = None,
