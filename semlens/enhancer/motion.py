@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["block_offsets", "shift_by_offsets", "BLOCK", "MOTION_SEARCH_LIMIT"]
+__all__ = ["block_offsets", "shift_by_offsets", "ShiftPlan", "BLOCK", "MOTION_SEARCH_LIMIT"]
 
 #: Side of a matching block, in low-resolution pixels (one displacement per block).
 BLOCK = 16
@@ -94,29 +94,39 @@ def _shifter(x: Tensor, reach: int) -> Callable[[int, int], Tensor]:
     return select
 
 
+class ShiftPlan:
+    """How to read tensors at the displacements of one integer field ``offsets`` ``(B, 2, h, w)``:
+    its distinct displacements and where each applies, found once and used for every tensor laid
+    out like the field (a neighbour's features, hidden state and instance ids)."""
+
+    def __init__(self, offsets: Tensor) -> None:
+        corners = offsets[:, :, ::BLOCK, ::BLOCK]
+        # Block-constant fields (those of block_offsets) are described exactly by their block corners.
+        block_constant = torch.equal(corners.repeat_interleave(BLOCK, 2).repeat_interleave(BLOCK, 3)[
+            :, :, :offsets.shape[2], :offsets.shape[3]], offsets)
+        distinct = torch.unique((corners if block_constant else offsets).permute(0, 2, 3, 1).reshape(-1, 2), dim=0)
+        self.pairs: list[tuple[int, int]] = [(dy, dx) for dy, dx in distinct.tolist()]
+        self.reach = max(max(abs(dy), abs(dx)) for dy, dx in self.pairs)
+        # Where each displacement after the first applies, (B, 1, h, w); the first is the base.
+        self.where = [((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).unsqueeze(1) for dy, dx in self.pairs[1:]]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """``x`` ``(B, C, h, w)`` (or ``(B, h, w)``) read at ``(y + dy, x + dx)``, clamped to the edge."""
+        squeeze = x.dim() == 3
+        if squeeze:
+            x = x.unsqueeze(1)
+        shift = _shifter(x, self.reach)
+        out = shift(*self.pairs[0])
+        for (dy, dx), here in zip(self.pairs[1:], self.where):
+            out = torch.where(here, shift(dy, dx), out)
+        return out[:, 0] if squeeze else out
+
+
 def shift_by_offsets(x: Tensor, offsets: Tensor) -> Tensor:
     """``x`` ``(B, C, h, w)`` (or ``(B, h, w)``) read at ``(y + dy, x + dx)`` for the integer field
     ``offsets`` ``(B, 2, h, w)``, positions outside the frame clamped to its edge.
 
     A field from :func:`block_offsets` holds few distinct displacements (one per moving region), so
-    the frame is shifted once per distinct displacement and each block takes its own."""
-    squeeze = x.dim() == 3
-    if squeeze:
-        x = x.unsqueeze(1)
-    corners = offsets[:, :, ::BLOCK, ::BLOCK]
-    # Block-constant fields (the usual case) are described exactly by their block corners.
-    block_constant = torch.equal(corners.repeat_interleave(BLOCK, 2).repeat_interleave(BLOCK, 3)[
-        :, :, :offsets.shape[2], :offsets.shape[3]], offsets)
-    distinct = torch.unique((corners if block_constant else offsets).permute(0, 2, 3, 1).reshape(-1, 2), dim=0)
-    pairs = distinct.tolist()
-    shift = _shifter(x, max(max(abs(dy), abs(dx)) for dy, dx in pairs))
-    out: Tensor | None = None
-    for dy, dx in pairs:
-        moved = shift(dy, dx)
-        if out is None:
-            out = moved
-            continue
-        here = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).unsqueeze(1)
-        out = torch.where(here, moved, out)
-    assert out is not None
-    return out[:, 0] if squeeze else out
+    the frame is shifted once per distinct displacement and each block takes its own
+    (:class:`ShiftPlan`; build one to shift several tensors by the same field)."""
+    return ShiftPlan(offsets)(x)

@@ -10,7 +10,7 @@ from semlens.enhancer.blocks import residual_stack
 from semlens.enhancer.config import EnhancerConfig
 from semlens.enhancer.image import ImplicitMaskedAlignment
 from semlens.enhancer.isee import EventAggregator, TilePooling
-from semlens.enhancer.motion import block_offsets, shift_by_offsets
+from semlens.enhancer.motion import ShiftPlan, block_offsets
 from semlens.enhancer.space import SPACEBlock
 from semlens.enhancer.tokens import MaskPooledTokens
 from semlens.semantics.types import Semantics
@@ -128,21 +128,21 @@ class PixelEnhancer(nn.Module):
         return x, tokens
 
     def _aligned(self, branch: _Direction, ref: Tensor, sup: Tensor, hidden: Tensor,
-                 ref_ids: Tensor | None, sup_ids: Tensor | None, offsets: Tensor | None = None) -> Tensor:
+                 ref_ids: Tensor | None, sup_ids: Tensor | None, motion: ShiftPlan | None = None) -> Tensor:
         if branch.align is None:
             return hidden
-        if offsets is not None:  # centre IMAGE's window on the block-matched motion
-            sup, hidden = shift_by_offsets(sup, offsets), shift_by_offsets(hidden, offsets)
-            sup_ids = None if sup_ids is None else shift_by_offsets(sup_ids, offsets)
+        if motion is not None:  # centre IMAGE's window on the block-matched motion
+            sup, hidden = motion(sup), motion(hidden)
+            sup_ids = None if sup_ids is None else motion(sup_ids)
         return branch.align(ref, sup, hidden, ref_ids, sup_ids)
 
-    def _offsets(self, frames: Tensor, i: int, j: int) -> Tensor | None:
-        """Block-matched displacement from frame ``i`` to its neighbour ``j`` (None when IMAGE is
-        off, has no reach beyond its window, or nothing moved)."""
+    def _offsets(self, frames: Tensor, i: int, j: int) -> ShiftPlan | None:
+        """How to shift frame ``j``'s tensors by the block-matched motion from frame ``i`` to it
+        (None when IMAGE is off, has no reach beyond its window, or nothing moved)."""
         if self.config.motion_search <= 0 or not self.config.use_image:
             return None
         offsets = block_offsets(frames[:, i], frames[:, j], self.config.motion_search)
-        return offsets if bool(offsets.any()) else None
+        return ShiftPlan(offsets) if bool(offsets.any()) else None
 
     def forward(self, frames: Tensor, semantics: Semantics | None = None,
                 emit: tuple[int, int] | None = None, pooling: TilePooling | None = None) -> Tensor:
