@@ -132,16 +132,18 @@ def variants(model: str | None, scale: int, motion_search: int = 0) -> dict[str,
         out["one instance"] = build(_MaskEdit(load_extractor(ext), "one")).upscale_frames
         out["shuffled masks"] = build(_MaskEdit(load_extractor(ext), "shuffle")).upscale_frames
     return {"name": ref.name, "scale": ref.scale, "window": window, "overlap": overlap, "extractor": ext,
-            "methods": out}
+            "methods": out, "upscaler": ref}
 
 
-def true_mask_rows(paths: list[Path], model: str | None, scale: int, max_frames: int | None) -> dict[str, Any]:
+def true_mask_rows(paths: list[Path], model: str | None, scale: int, max_frames: int | None,
+                   ref: SemanticLensUpscaler | None = None) -> dict[str, Any]:
     """On the clips with true object masks beside them (the synthetic held-out clips), the same
     weights driven by the true masks (:class:`GivenMasks`, taken at the LR pixel centres) and by
-    one instance covering the frame; ``{}`` when no clip has masks."""
+    one instance covering the frame; ``{}`` when no clip has masks. ``ref``: the model already loaded."""
     from semlens.train.valset import masks_path
 
-    ref = SemanticLensUpscaler.from_pretrained(model, scale=None if model else scale, device="cpu", dtype="fp32")
+    if ref is None:
+        ref = SemanticLensUpscaler.from_pretrained(model, scale=None if model else scale, device="cpu", dtype="fp32")
     s = ref.scale
     with_masks = [p for p in paths if masks_path(p).exists()]
     if not with_masks:
@@ -184,7 +186,7 @@ def measure(paths: list[Path], model: str | None, scale: int, max_frames: int | 
     report["clips"], report["mean"] = scored["clips"], scored["mean"]
     names = list(methods)
     report["gain_vs_window_db"] = {m: report["mean"]["psnr"][m] - report["mean"]["psnr"]["window"] for m in names}
-    report["true_masks"] = true_mask_rows(paths, model, scale, max_frames)
+    report["true_masks"] = true_mask_rows(paths, model, scale, max_frames, ref=v["upscaler"])
     return report
 
 
