@@ -18,6 +18,8 @@ a flicker measure):
   wrong tokens and tracks break between frames: what *correct* instances add.
 
 Gains are reported against ``window`` (negative = the variant is worse, i.e. the part pays).
+``--instance-motion`` runs every variant with IMAGE's motion estimate made per instance of the masks
+(``EnhancerConfig.instance_motion``), same weights; ``--motion-search R`` adds a row with reach ``R``.
 Models trained without an extractor (``none``) skip the two mask variants.
 """
 
@@ -105,13 +107,23 @@ def centre_copies(up: SemanticLensUpscaler, window: int) -> Callable[[Iterable[n
 
 def with_motion_search(net: PixelEnhancer, reach: int) -> PixelEnhancer:
     """The same weights with IMAGE's window centred on block-matched motion up to ``reach``."""
-    moved = PixelEnhancer(replace(net.config, motion_search=reach))
+    moved = PixelEnhancer(replace(net.config, motion_search=reach))  # instance_motion stays as it is
     moved.load_state_dict(net.state_dict())
     return moved.eval()
 
 
-def variants(model: str | None, scale: int, motion_search: int = 0) -> dict[str, Any]:
+def with_instance_motion(net: PixelEnhancer) -> PixelEnhancer:
+    """The same weights with IMAGE's motion estimate made per instance of the masks."""
+    moved = PixelEnhancer(replace(net.config, instance_motion=True))
+    moved.load_state_dict(net.state_dict())
+    return moved.eval()
+
+
+def variants(model: str | None, scale: int, motion_search: int = 0, instance_motion: bool = False) -> dict[str, Any]:
     ref = SemanticLensUpscaler.from_pretrained(model, scale=None if model else scale, device="cpu", dtype="fp32")
+    if instance_motion and not ref.model.config.instance_motion:
+        ref = SemanticLensUpscaler(with_instance_motion(ref.model), ref.extractor, device="cpu", dtype="fp32",
+                                   name=ref.name, window=ref.settings.window, overlap=ref.settings.overlap)
     net, ext, window, overlap = ref.model, ref.extractor.name, ref.settings.window, ref.settings.overlap
 
     def build(extractor: Any, **kw: Any) -> SemanticLensUpscaler:
@@ -175,10 +187,11 @@ def true_mask_rows(paths: list[Path], model: str | None, scale: int, max_frames:
 
 
 def measure(paths: list[Path], model: str | None, scale: int, max_frames: int | None,
-            motion_search: int = 0) -> dict[str, Any]:
-    v = variants(model, scale, motion_search)
+            motion_search: int = 0, instance_motion: bool = False) -> dict[str, Any]:
+    v = variants(model, scale, motion_search, instance_motion)
     report: dict[str, Any] = {"model": v["name"], "scale": v["scale"], "window": v["window"],
-                              "overlap": v["overlap"], "extractor": v["extractor"], "clips": []}
+                              "overlap": v["overlap"], "extractor": v["extractor"],
+                              "instance_motion": bool(v["upscaler"].model.config.instance_motion), "clips": []}
     methods = v["methods"]
     scored = evaluate(paths, v["scale"], methods, max_frames=max_frames,
                       on_clip=lambda c: print(f"{c.clip}: " + ", ".join(f"{m} {c.psnr[m]:.3f}" for m in methods),
@@ -199,11 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--motion-search", type=int, default=0,
                         help="also run the same weights with IMAGE centred on motion up to this reach (LR px)")
+    parser.add_argument("--instance-motion", action="store_true",
+                        help="run every variant with IMAGE's motion estimate made per instance of the masks")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = measure(find_clips(args.clips), args.model, args.scale, args.max_frames, args.motion_search)
+    report = measure(find_clips(args.clips), args.model, args.scale, args.max_frames, args.motion_search,
+                     args.instance_motion)
     print(f"\n{report['model']} x{report['scale']}, window {report['window']}/{report['overlap']}, "
           f"extractor {report['extractor']}: mean over {len(report['clips'])} clip(s)\n")
     print("| variant | PSNR-Y | vs window | SSIM-Y | tPSNR-Y |\n|---|---|---|---|---|")

@@ -42,7 +42,8 @@ def _require_train_extra() -> None:
               help="Switch a part of the network off (ablation); repeatable.")
 @click.option("--degradation", default="bi", show_default=True,
               help="LR inputs: bi (clean bicubic), random (blur, noise and x264/x265 compression at random "
-                   "strengths, for real footage) or a fixed chain such as x264:crf=28.")
+                   "strengths, for real footage; tune it as random:compress=0.5,crf=18-30,blur=0.2,noise=0.3) "
+                   "or a fixed chain such as x264:crf=28.")
 @click.option("--token-source", type=click.Choice(["extractor", "pooled"]), default="extractor", show_default=True,
               help="Where the network's instance tokens come from: the extractor's own tokens (the model then "
                    "needs that extractor), or pooled by the network over the masks (any extractor drives it).")

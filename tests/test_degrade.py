@@ -12,6 +12,7 @@ from semlens.train.degrade import (
     compress_clip,
     gaussian_blur,
     parse_degradation,
+    parse_random,
 )
 
 
@@ -71,6 +72,23 @@ def test_random_mix_is_a_pure_function_of_the_generator_and_varies() -> None:
     assert {"blur", "noise", "x264", "x265"} <= kinds and any(d.is_bi for d in draws)
     crfs = [step.params["crf"] for d in draws for step in d.steps if step.kind in ("x264", "x265")]
     assert min(crfs) >= 18 and max(crfs) <= 35
+
+
+def test_a_milder_random_mix_is_set_from_text_and_draws_within_it() -> None:
+    from semlens.train.loop import TrainConfig
+
+    assert parse_random("random") == RandomDegradation()
+    mild = parse_random("random:compress=1,crf=20-24,blur=0,noise=0,x265=0")
+    assert mild.compress_p == 1.0 and mild.crf == (20, 24) and mild.blur_p == 0.0
+    draws = [mild.draw(torch.Generator().manual_seed(s)) for s in range(30)]
+    assert all([step.kind for step in d.steps] == ["x264"] for d in draws)
+    crfs = {d.steps[0].params["crf"] for d in draws}
+    assert crfs <= set(range(20, 25)) and len(crfs) > 1
+    assert TrainConfig(degradation="random:crf=18-30").sampler_degradation() == RandomDegradation(crf=(18, 30))
+    for bad, why in (("random:crf=30-18", "LO-HI"), ("random:crf=10-60", "0..51"), ("random:blur=2", "probability"),
+                     ("random:speed=1", "unknown option"), ("random:noise", "KEY=VALUE"), ("random:crf=a-b", "LO-HI")):
+        with pytest.raises(ValueError, match=why):
+            parse_random(bad)
 
 
 def test_sampler_with_degradation_keeps_hr_and_shapes_and_is_reproducible() -> None:

@@ -71,3 +71,59 @@ def test_same_weights_same_output_on_a_still_clip_and_different_on_a_moving_one(
     with torch.no_grad():
         assert torch.equal(plain(still), moving(still))
         assert not torch.allclose(plain(pan), moving(pan))
+
+
+def object_on_background(dy: int, dx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A reference frame with a textured object over a still background, the next frame with the
+    object moved by (dy, dx), and the reference's instance ids (1 on the object)."""
+    background, thing = texture(80, 80, 4), texture(80, 80, 5)
+    ids = torch.zeros(1, 64, 64, dtype=torch.long)
+    ids[:, 20:44, 10:30] = 1
+    reference = background[..., 8:72, 8:72].clone()
+    reference[..., ids[0] == 1] = thing[..., 8:72, 8:72][..., ids[0] == 1]
+    support = background[..., 8:72, 8:72].clone()
+    moved = torch.zeros(64, 64, dtype=torch.bool)
+    moved[20 + dy:44 + dy, 10 + dx:30 + dx] = True
+    support[..., moved] = thing[..., 8 - dy:72 - dy, 8 - dx:72 - dx][..., moved]
+    return reference, support, ids
+
+
+def test_per_instance_matching_separates_an_object_from_the_background_in_shared_blocks() -> None:
+    reference, support, ids = object_on_background(4, 6)
+    blocks = block_offsets(reference, support, reach=8)
+    by_instance = block_offsets(reference, support, reach=8, ids=ids)
+    # The block field cannot give both the object and the background their motion...
+    errors = [(shift_by_offsets(support, f) - reference).abs().mean(1)[0] for f in (blocks, by_instance)]
+    on_object = ids[0] == 1
+    assert errors[0][on_object].mean() > 0.01
+    # ...the per-instance one does: the object matches exactly and the background no worse.
+    assert errors[1][on_object].max() == 0
+    assert (by_instance[0, :, on_object] == torch.tensor([[4], [6]])).all()
+    assert errors[1][~on_object].mean() <= errors[0][~on_object].mean()
+    # One instance over the frame is the block field.
+    assert torch.equal(block_offsets(reference, support, reach=8, ids=torch.full_like(ids, 3)), blocks)
+
+
+def test_instance_motion_is_an_option_off_by_default_that_changes_only_masked_runs() -> None:
+    from semlens.semantics.types import Semantics
+
+    config = EnhancerConfig.preset("tiny", scale=2, motion_search=8)
+    assert not config.instance_motion and "instance_motion" not in config.to_dict()
+    on = EnhancerConfig.preset("tiny", scale=2, motion_search=8, instance_motion=True, token_source="pooled")
+    assert EnhancerConfig.from_dict(on.to_dict()) == on and on.to_dict()["instance_motion"] is True
+    torch.manual_seed(0)
+    plain = PixelEnhancer(EnhancerConfig.preset("tiny", scale=2, motion_search=8, token_source="pooled")).eval()
+    per_instance = PixelEnhancer(on).eval()
+    per_instance.load_state_dict(plain.state_dict())
+    reference, support, ids = object_on_background(4, 6)
+    frames = torch.stack([reference, support], dim=1)
+    masks = torch.stack([ids, ids], dim=1)
+    semantics = Semantics(masks=masks, instance_tokens=torch.zeros(1, 2, 1, 8), global_tokens=torch.zeros(1, 2, 8),
+                          valid=torch.ones(1, 2, 1, dtype=torch.bool), track_ids=torch.zeros(1, 1, dtype=torch.long))
+    one = Semantics(masks=torch.ones_like(masks), instance_tokens=torch.zeros(1, 2, 1, 8),
+                    global_tokens=torch.zeros(1, 2, 8), valid=torch.ones(1, 2, 1, dtype=torch.bool),
+                    track_ids=torch.zeros(1, 1, dtype=torch.long))
+    with torch.no_grad():
+        assert torch.equal(plain(frames), per_instance(frames))  # no masks: the block estimate
+        assert torch.equal(plain(frames, one), per_instance(frames, one))  # one instance: the same
+        assert not torch.allclose(plain(frames, semantics), per_instance(frames, semantics))

@@ -31,6 +31,10 @@ class EnhancerConfig:
     ``motion_search`` is IMAGE's reach beyond its window, in low-resolution pixels per frame: a
     block-matching estimate (:mod:`~semlens.enhancer.motion`, no weights) centres IMAGE's window on
     the motion it finds up to that distance; ``0`` keeps the window at the query's position.
+    ``instance_motion`` makes that estimate per instance: inside each block, the pixels of each
+    instance of the extractor's masks are matched on their own, so an object and the background
+    behind it each get their own displacement (with one instance, or no extractor, it is the block
+    estimate).
 
     ``use_image``, ``use_gps`` and ``use_isee`` switch the paper's three parts off one at a time for
     ablations.
@@ -52,6 +56,7 @@ class EnhancerConfig:
     use_isee: bool = True
     token_source: str = "extractor"
     motion_search: int = 0
+    instance_motion: bool = False
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 3, 4):
@@ -77,13 +82,16 @@ class EnhancerConfig:
         return 1
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict; ``token_source`` and ``motion_search`` only when they are not at
-        their defaults, so models saved before the options existed have the same configuration."""
+        """The fields as a dict; ``token_source``, ``motion_search`` and ``instance_motion`` only when
+        they are not at their defaults, so models saved before the options existed have the same
+        configuration."""
         data = asdict(self)
         if data["token_source"] == "extractor":
             del data["token_source"]
         if data["motion_search"] == 0:
             del data["motion_search"]
+        if not data["instance_motion"]:
+            del data["instance_motion"]
         return data
 
     @classmethod

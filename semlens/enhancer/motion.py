@@ -37,46 +37,91 @@ def _luma_half(frames: Tensor) -> Tensor:
     return F.avg_pool2d(y, 2, ceil_mode=True)
 
 
-@torch.no_grad()
-def block_offsets(reference: Tensor, support: Tensor, reach: int) -> Tensor:
-    """Integer displacement field ``(B, 2, h, w)`` (dy, dx) such that ``support[y + dy, x + dx]``
-    matches ``reference[y, x]``; constant over :data:`BLOCK` x :data:`BLOCK` blocks, multiples of 2,
-    each component within ``[-reach, reach]``.
-
-    Args:
-        reference, support: ``(B, 3, h, w)`` low-resolution RGB frames in [0, 1].
-        reach: largest displacement searched, in LR pixels (``0`` gives zeros).
-    """
-    b, _, h, w = reference.shape
-    if reach <= 0 or h < 4 or w < 4:
-        return torch.zeros(b, 2, h, w, dtype=torch.long, device=reference.device)
+def _shift_costs(reference: Tensor, support: Tensor, reach: int,
+                 pool: Callable[[Tensor], Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Matching cost of every candidate displacement, ``(B, K, ...)`` (``pool`` reduces a
+    ``(B, 1, hh, ww)`` map of half-resolution pixels to the regions being matched), and the
+    candidates in half-resolution pixels. Regions whose match would lie mostly outside the frame
+    get an infinite cost; zero motion is favoured on near-ties (flat regions have no motion to find)."""
     ref, sup = _luma_half(reference), _luma_half(support)
     hh, ww = ref.shape[-2:]
     half_reach = max(1, reach // 2)
-    block = BLOCK // 2
     padded = F.pad(sup, (half_reach,) * 4)
     inside = F.pad(torch.ones_like(sup), (half_reach,) * 4)
+    whole = pool(torch.ones_like(ref))  # each region's size
     costs = []
     shifts = [(dy, dx) for dy in range(-half_reach, half_reach + 1) for dx in range(-half_reach, half_reach + 1)]
     for dy, dx in shifts:
         rows = slice(half_reach + dy, half_reach + dy + hh)
         cols = slice(half_reach + dx, half_reach + dx + ww)
         valid = inside[:, :, rows, cols]
-        # Mean difference over the block's pixels whose match lies inside the frame; a displacement
-        # that takes most of the block out of the frame is not a candidate.
-        diff = F.avg_pool2d((padded[:, :, rows, cols] - ref).abs() * valid, block, ceil_mode=True)
-        share = F.avg_pool2d(valid, block, ceil_mode=True)
-        costs.append(torch.where(share > 0.5 * share.amax(), diff / share.clamp_min(1e-6), torch.inf))
-    cost = torch.cat(costs, dim=1)  # (B, K, blocks_y, blocks_x)
+        # Mean difference over the region's pixels whose match lies inside the frame.
+        diff = pool((padded[:, :, rows, cols] - ref).abs() * valid)
+        share = pool(valid)
+        costs.append(torch.where((share > 0.5 * whole) & (share > 0), diff / share.clamp_min(1e-6), torch.inf))
+    cost = torch.stack(costs, dim=1)
     zero = shifts.index((0, 0))
-    # Zero motion wins ties and near-ties: a flat block has no motion to find.
     finite = torch.where(cost.isfinite(), cost, 0.0)
-    cost[:, zero] -= _ZERO_PREFERENCE * finite.sum(dim=1) / cost.isfinite().sum(dim=1) + 1e-6
-    best = cost.argmin(dim=1)  # (B, by, bx)
-    table = torch.tensor(shifts, dtype=torch.long, device=reference.device) * 2  # back to LR pixels
-    field = table[best].permute(0, 3, 1, 2).clamp(-reach, reach)  # (B, 2, by, bx)
-    field = field.repeat_interleave(BLOCK, dim=2).repeat_interleave(BLOCK, dim=3)
-    return field[:, :, :h, :w].contiguous()
+    cost[:, zero] -= _ZERO_PREFERENCE * finite.sum(dim=1) / cost.isfinite().sum(dim=1).clamp_min(1) + 1e-6
+    return cost, shifts
+
+
+def _best(cost: Tensor, shifts: list[tuple[int, int]], reach: int) -> Tensor:
+    """``cost`` ``(B, K, ...)`` -> the winning displacements ``(B, ..., 2)`` in LR pixels."""
+    table = torch.tensor(shifts, dtype=torch.long, device=cost.device) * 2  # back to LR pixels
+    return table[cost.argmin(dim=1)].clamp(-reach, reach)
+
+
+@torch.no_grad()
+def block_offsets(reference: Tensor, support: Tensor, reach: int, ids: Tensor | None = None) -> Tensor:
+    """Integer displacement field ``(B, 2, h, w)`` (dy, dx) such that ``support[y + dy, x + dx]``
+    matches ``reference[y, x]``: one displacement per :data:`BLOCK` x :data:`BLOCK` block, or, given
+    the reference frame's instance ids, one per instance within each block, each component a
+    multiple of 2 within ``[-reach, reach]``.
+
+    With ``ids``, the pixels of each instance in a block are matched on their own (an object and the
+    background behind it move differently, and a block on the object's edge holds both), as long
+    as the instance covers at least a quarter of the block; smaller pieces take the block's
+    displacement. One instance over the whole frame gives exactly the block field.
+
+    Args:
+        reference, support: ``(B, 3, h, w)`` low-resolution RGB frames in [0, 1].
+        reach: largest displacement searched, in LR pixels (``0`` gives zeros).
+        ids: optional ``(B, h, w)`` integer instance ids of the reference frame (0 = background).
+    """
+    b, _, h, w = reference.shape
+    if reach <= 0 or h < 4 or w < 4:
+        return torch.zeros(b, 2, h, w, dtype=torch.long, device=reference.device)
+    block = BLOCK // 2  # in half-resolution pixels
+
+    def per_block(x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, block, ceil_mode=True).squeeze(1)  # (B, by, bx)
+
+    cost, shifts = _shift_costs(reference, support, reach, per_block)  # (B, K, by, bx)
+    field = _best(cost, shifts, reach).permute(0, 3, 1, 2)  # (B, 2, by, bx)
+    field = field.repeat_interleave(BLOCK, dim=2).repeat_interleave(BLOCK, dim=3)[:, :, :h, :w]
+    if ids is None:
+        return field.contiguous()
+    _, index = torch.unique(ids, return_inverse=True)  # instance index 0..n-1 per pixel
+    n = int(index.max()) + 1
+    if n == 1:
+        return field.contiguous()
+    # Each instance's share of each half-resolution pixel, then costs per (block, instance).
+    onehot = F.one_hot(index, n).permute(0, 3, 1, 2).float()  # (B, n, h, w)
+    half = F.avg_pool2d(onehot, 2, ceil_mode=True)  # (B, n, hh, ww)
+
+    def per_instance(x: Tensor) -> Tensor:
+        # x (B, 1, hh, ww) -> (B, n, by, bx): means over each instance's pixels of each block.
+        return F.avg_pool2d(x * half, block, ceil_mode=True)
+
+    cost_k, _ = _shift_costs(reference, support, reach, per_instance)  # (B, K, n, by, bx)
+    inst = _best(cost_k, shifts, reach).permute(0, 4, 1, 2, 3)  # (B, 2, n, by, bx)
+    coverage = F.avg_pool2d(half, block, ceil_mode=True)  # (B, n, by, bx)
+    inst_field = inst.repeat_interleave(BLOCK, dim=3).repeat_interleave(BLOCK, dim=4)[..., :h, :w]
+    own = inst_field.gather(2, index[:, None, None].expand(b, 2, 1, h, w)).squeeze(2)  # (B, 2, h, w)
+    enough = coverage.repeat_interleave(BLOCK, dim=2).repeat_interleave(BLOCK, dim=3)[:, :, :h, :w]
+    enough = enough.gather(1, index[:, None]) >= 0.25  # (B, 1, h, w)
+    return torch.where(enough, own, field).contiguous()
 
 
 def _shifter(x: Tensor, reach: int) -> Callable[[int, int], Tensor]:

@@ -136,12 +136,14 @@ class PixelEnhancer(nn.Module):
             sup_ids = None if sup_ids is None else motion(sup_ids)
         return branch.align(ref, sup, hidden, ref_ids, sup_ids)
 
-    def _offsets(self, frames: Tensor, i: int, j: int) -> ShiftPlan | None:
+    def _offsets(self, frames: Tensor, i: int, j: int, ids: Tensor | None = None) -> ShiftPlan | None:
         """How to shift frame ``j``'s tensors by the block-matched motion from frame ``i`` to it
-        (None when IMAGE is off, has no reach beyond its window, or nothing moved)."""
+        (None when IMAGE is off, has no reach beyond its window, or nothing moved); ``ids`` (the
+        instance ids of the window) make it per instance when the configuration asks for that."""
         if self.config.motion_search <= 0 or not self.config.use_image:
             return None
-        offsets = block_offsets(frames[:, i], frames[:, j], self.config.motion_search)
+        ref_ids = ids[:, i] if (ids is not None and self.config.instance_motion) else None
+        offsets = block_offsets(frames[:, i], frames[:, j], self.config.motion_search, ref_ids)
         return ShiftPlan(offsets) if bool(offsets.any()) else None
 
     def forward(self, frames: Tensor, semantics: Semantics | None = None,
@@ -184,7 +186,7 @@ class PixelEnhancer(nn.Module):
         for i in reversed(range(t)):
             aligned = hidden if i == t - 1 else self._aligned(
                 self.backward_branch, feats[i], feats[i + 1], hidden, align_ids(i), align_ids(i + 1),
-                self._offsets(frames, i, i + 1))
+                self._offsets(frames, i, i + 1, ids))
             x, tok = self._step(self.backward_branch, [feats[i], aligned], tokens[:, i] + memory,
                                 valid[:, i], frame_ids(i), semantic, pooling)
             memory = tok - tokens[:, i]
@@ -203,7 +205,7 @@ class PixelEnhancer(nn.Module):
         for i in range(stop):
             aligned = hidden if i == 0 else self._aligned(
                 self.forward_branch, feats[i], feats[i - 1], hidden, align_ids(i), align_ids(i - 1),
-                self._offsets(frames, i, i - 1))
+                self._offsets(frames, i, i - 1, ids))
             x, tok = self._step(self.forward_branch, [feats[i], aligned, backward[i]], tokens[:, i] + memory,
                                 valid[:, i], frame_ids(i), semantic, pooling)
             memory = tok - tokens[:, i]

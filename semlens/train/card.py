@@ -68,9 +68,9 @@ def _degradation_words(cfg: dict[str, Any]) -> str:
     degradation = cfg.get("degradation", "bi")
     if degradation == "bi":
         return "for the bicubic (BI) degradation"
-    if degradation == "random":
+    if degradation.startswith("random"):
         return ("for real footage: trained on BI inputs followed, per clip and at random strengths, by blur, "
-                "noise and a libx264/libx265 round trip (`--degradation random`)")
+                f"noise and a libx264/libx265 round trip (`--degradation {degradation}`)")
     return f"for BI followed by `{degradation}`"
 
 

@@ -11,7 +11,10 @@ compression through PyAV (libx264 / libx265, yuv420p), or JPEG for stills. Writt
     jpeg:quality=60
 
 ``random`` is the training mix (:class:`RandomDegradation`): every clip gets random strengths drawn
-from a generator, so a batch is a pure function of ``(seed, iteration)``.
+from a generator, so a batch is a pure function of ``(seed, iteration)``. Its probabilities and
+ranges can be set, e.g. a milder mix that keeps more clips clean and compresses less hard::
+
+    random:compress=0.5,crf=18-30,blur=0.2,noise=0.3
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch import Tensor
 
 __all__ = [
     "bicubic_degrade", "bicubic_upscale", "quantize", "gaussian_blur", "add_noise", "compress_clip", "jpeg_clip",
-    "Step", "Degradation", "RandomDegradation", "parse_degradation",
+    "Step", "Degradation", "RandomDegradation", "parse_degradation", "parse_random",
 ]
 
 CODECS = {"x264": "libx264", "x265": "libx265"}
@@ -273,3 +276,50 @@ class RandomDegradation:
             preset = self.presets[int(torch.randint(len(self.presets), (), generator=generator))]
             steps.append(Step(kind, {"crf": crf, "preset": preset}))
         return Degradation(tuple(steps))
+
+
+# ``random:KEY=VALUE,...`` keys: probabilities and the ranges they draw from.
+_RANDOM_PROBABILITIES = {"blur": "blur_p", "noise": "noise_p", "poisson": "poisson_p",
+                         "compress": "compress_p", "x265": "x265_p"}
+_RANDOM_RANGES = {"crf": "crf", "blur-sigma": "blur_sigma", "noise-sigma": "noise_sigma"}
+
+
+def parse_random(text: str) -> RandomDegradation:
+    """``"random"`` or ``"random:compress=0.5,crf=18-30,blur=0.2"`` -> :class:`RandomDegradation`.
+
+    Probabilities (0..1): ``blur``, ``noise``, ``poisson``, ``compress``, ``x265``; ranges ``LO-HI``:
+    ``crf`` (integers 0..51), ``blur-sigma``, ``noise-sigma``. Raises ``ValueError`` with what is wrong."""
+    kind, _, options = text.strip().lower().partition(":")
+    if kind != "random":
+        raise ValueError(f"{text!r} is not a random mix (random or random:KEY=VALUE,...)")
+    values: dict[str, object] = {}
+    for item in filter(None, (o.strip() for o in options.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"{item!r} in {text!r} should be KEY=VALUE")
+        if key in _RANDOM_PROBABILITIES:
+            try:
+                p = float(value)
+            except ValueError:
+                raise ValueError(f"{key}={value!r} in {text!r} is not a number") from None
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{key}={value} in {text!r} is a probability: use 0..1")
+            values[_RANDOM_PROBABILITIES[key]] = p
+        elif key in _RANDOM_RANGES:
+            lo_text, dash, hi_text = value.partition("-")
+            try:
+                lo, hi = float(lo_text), float(hi_text if dash else lo_text)
+            except ValueError:
+                raise ValueError(f"{key}={value!r} in {text!r} should be LO-HI") from None
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{key}={value!r} in {text!r} should be LO-HI with 0 <= LO <= HI")
+            if key == "crf":
+                if lo != int(lo) or hi != int(hi) or hi > 51:
+                    raise ValueError(f"crf={value!r} in {text!r} should be whole numbers within 0..51")
+                values["crf"] = (int(lo), int(hi))
+            else:
+                values[_RANDOM_RANGES[key]] = (lo, hi)
+        else:
+            known = ", ".join([*_RANDOM_PROBABILITIES, *_RANDOM_RANGES])
+            raise ValueError(f"unknown option {key!r} in {text!r}; use {known}")
+    return RandomDegradation(**values)  # type: ignore[arg-type]

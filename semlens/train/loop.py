@@ -43,7 +43,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     video_fraction: float = 0.3
     threads: int = 0  # 0: torch's default
-    degradation: str = "bi"  # "bi", "random" (the real-footage mix) or a chain such as "x264:crf=28"
+    degradation: str = "bi"  # "bi", "random[:KEY=VALUE,...]" (the real-footage mix) or a chain such as "x264:crf=28"
     token_source: str = "extractor"  # EnhancerConfig.token_source: "pooled" = any extractor drives the model
     true_mask_fraction: float | None = None  # batches with the clips' true masks; None: 0.5 pooled, else 0
     init: str | None = None  # warm start: a model name, file or repo whose matching tensors start the run
@@ -56,10 +56,10 @@ class TrainConfig:
 
     def sampler_degradation(self) -> Any:
         """The sampler's degradation: None for clean BI, the random mix, or a fixed chain."""
-        from semlens.train.degrade import RandomDegradation, parse_degradation
+        from semlens.train.degrade import parse_degradation, parse_random
 
-        if self.degradation == "random":
-            return RandomDegradation()
+        if self.degradation.strip().lower().partition(":")[0] == "random":
+            return parse_random(self.degradation)
         chain = parse_degradation(self.degradation)
         return None if chain.is_bi else chain
 
