@@ -9,7 +9,10 @@ same windows), warms up on one small window, and upscales the frames in memory w
 memory budget of ``--memory-budget``, else the automatic one). Reported per size: seconds per frame,
 nanoseconds per input pixel, that time relative to the first size of ``--sizes`` measured in the
 same run (320x180 by default), the memory budget and the tiles the pipeline used (0 = whole
-frames), and the process's peak RSS (``ru_maxrss``) with its growth during the run.
+frames), the process's peak RSS (``ru_maxrss``) with its growth during the run, its user and
+kernel CPU seconds and minor page faults (the kernel's share is the cost of mapping fresh memory:
+``SEMLENS_TUNE_MALLOC=0`` in the environment measures glibc's default allocator, see
+``semlens/runtime.py``).
 
     python benchmarks/sizes.py --out benchmarks/results/sizes.json
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -39,6 +43,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     from _common import load_upscaler, pattern_frames, set_threads
 
     import semlens.tiling as tiling
+    from semlens.runtime import tune_allocator
 
     set_threads(spec["threads"])
     up, note = load_upscaler(None, spec["scale"])
@@ -62,11 +67,13 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     budget = up.settings.memory_budget
     if budget is None:
         budget = tiling.default_memory_budget(torch.device("cpu"))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    before = usage.ru_maxrss
     start = time.perf_counter()
     count = sum(1 for _ in up.upscale_frames(frames))
     seconds = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    done = resource.getrusage(resource.RUSAGE_SELF)
+    after = done.ru_maxrss  # KiB on Linux
     if count != n:
         raise SystemExit(f"expected {n} output frames, got {count}")
     return {"model": note, "window": up.settings.window, "overlap": up.settings.overlap,
@@ -74,6 +81,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             "tiles": sorted(tiles), "seconds": seconds, "seconds_per_frame": seconds / n,
             "ns_per_input_pixel": 1e9 * seconds / (n * w * h),
             "peak_rss_bytes": after * 1024, "rss_growth_bytes": (after - before) * 1024,
+            "cpu_user_seconds": done.ru_utime - usage.ru_utime, "cpu_system_seconds": done.ru_stime - usage.ru_stime,
+            "minor_faults": done.ru_minflt - usage.ru_minflt,
+            "allocator_tuned": tune_allocator(),
             "torch_threads": torch.get_num_threads()}
 
 
@@ -120,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
                          "per_pixel_vs_reference": result["ns_per_input_pixel"] / reference})
     print(markdown_table(
         ["input", "scale", "s/frame", "ns/input px", f"per px vs {sizes[0][0]}x{sizes[0][1]}", "tiles",
-         "budget (GiB)", "peak RSS (MiB)", "RSS growth (MiB)"],
+         "budget (GiB)", "peak RSS (MiB)", "RSS growth (MiB)", "CPU user / kernel (s)"],
         [[f"{r['size'][0]}x{r['size'][1]}", f"x{r['scale']}", r["seconds_per_frame"], r["ns_per_input_pixel"],
           f"{r['per_pixel_vs_reference']:.2f}", ",".join(str(t) for t in r["tiles"]) or "-",
           f"{r['memory_budget_bytes'] / 2**30:.1f}", f"{r['peak_rss_bytes'] / 2**20:.0f}",
-          f"{r['rss_growth_bytes'] / 2**20:.0f}"] for r in rows]))
+          f"{r['rss_growth_bytes'] / 2**20:.0f}", f"{r['cpu_user_seconds']:.1f} / {r['cpu_system_seconds']:.1f}"]
+         for r in rows]))
     settings = {k: v for k, v in vars(args).items() if k != "child"}
+    settings["SEMLENS_TUNE_MALLOC"] = os.environ.get("SEMLENS_TUNE_MALLOC")
     write_json(args.out, {"benchmark": "sizes", "machine": machine(), "settings": settings,
                           "reference_size": list(sizes[0]), "results": rows})
     return 0

@@ -1,11 +1,18 @@
 """Process-level tuning for CPU inference.
 
 PyTorch's CPU allocator hands large tensors straight to glibc's ``malloc``, which maps blocks above
-its mmap threshold freshly from the kernel and returns them on ``free``. A window of the enhancer
-allocates and frees thousands of multi-megabyte activations, so with the default thresholds every
-one of them is page-faulted in again, which costs a visible share of CPU time. Raising
-the mmap and trim thresholds keeps freed blocks in the heap, where the next window reuses them:
-less CPU time, more resident memory. It is opt-in: set ``SEMLENS_TUNE_MALLOC=1``.
+its mmap threshold (at most 32 MiB) freshly from the kernel and returns them on ``free``. A window
+of the enhancer allocates and frees thousands of activations, and at real frame sizes every one of
+them is above that threshold (a 32-channel activation of a 1280x720 frame is 118 MiB), so each is
+page-faulted in and zeroed by the kernel again: with the x2 model at 1280x720 the kernel's share was
+36 s of 95 s of CPU time, against nothing at 320x180 (``python benchmarks/sizes.py``, BENCHMARKS.md).
+So semlens stops ``malloc`` from mapping blocks of their own (``M_MMAP_MAX = 0``) and keeps up to
+2 GiB of freed memory at the top of the heap (``M_TRIM_THRESHOLD``): freed activations stay in the
+heap, where the next frame reuses them without faults. Resident memory then stays near the run's
+peak instead of falling between windows.
+
+It is on by default wherever an upscaler is made (Linux with glibc only); set
+``SEMLENS_TUNE_MALLOC=0`` to keep glibc's defaults.
 """
 
 from __future__ import annotations
@@ -18,31 +25,31 @@ import sys
 __all__ = ["tune_allocator"]
 
 _M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-# Blocks up to 16 MiB (a 32-channel 320x180 activation is 7 MiB) come from the heap; up to 128 MiB
-# of free heap is kept. Larger values buy little speed and cost resident memory.
-_MMAP_THRESHOLD = 16 * 1024 * 1024
-_TRIM = 128 * 1024 * 1024
+_M_MMAP_MAX = -4
+# Free memory kept at the top of the heap before it is returned (mallopt takes an int: 2 GiB - 1).
+_TRIM = 2**31 - 1
+_OFF = ("0", "false", "no", "off")
 
 _state: dict[str, bool] = {}
 
 
 def tune_allocator() -> bool:
-    """Raise glibc's mmap/trim thresholds once per process (Linux with glibc only).
+    """Keep large blocks in glibc's heap, once per process (Linux with glibc only).
 
-    Returns ``True`` when the thresholds are (now) raised, ``False`` when not asked for (the
-    environment variable ``SEMLENS_TUNE_MALLOC`` is not ``1``) or not applicable.
+    Returns ``True`` when the settings are (now) made, ``False`` when turned off (the environment
+    variable ``SEMLENS_TUNE_MALLOC`` is ``0``) or not applicable.
     """
     if "done" in _state:
         return _state["done"]
     ok = False
-    if sys.platform.startswith("linux") and os.environ.get("SEMLENS_TUNE_MALLOC", "") in ("1", "true", "yes"):
+    wanted = os.environ.get("SEMLENS_TUNE_MALLOC", "1").strip().lower() not in _OFF
+    if sys.platform.startswith("linux") and wanted:
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             mallopt = libc.mallopt
             mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
             mallopt.restype = ctypes.c_int
-            ok = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM))
+            ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM))
         except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
             ok = False
     _state["done"] = ok
