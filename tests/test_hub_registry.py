@@ -59,7 +59,7 @@ def _status(infos: list, name: str) -> str | None:
 def test_shipped_files_match_their_pinned_sha256() -> None:
     import hashlib
 
-    for name in ("semlens-tiny-x4", "semlens-tiny-x2", "semlens-tiny-x2-real"):
+    for name in ("semlens-tiny-x4", "semlens-tiny-x2", "semlens-tiny-x2-real", "semlens-tiny-x4-real"):
         path = REPO_WEIGHTS / f"{name}.safetensors"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == get_spec(name).sha256
         assert load_model(name).name == name
@@ -180,3 +180,8 @@ def test_the_real_footage_model_takes_any_extractor_and_reaches_further() -> Non
     assert default_model_name(2) == "semlens-tiny-x2"  # opt-in: the clean-input model stays the default
     infos = {i.name: i for i in list_models()}
     assert infos["semlens-tiny-x2-real"].any_extractor and not infos["semlens-tiny-x2"].any_extractor
+    x4 = load_model("semlens-tiny-x4-real")
+    assert x4.scale == 4 and x4.model.config.pooled_tokens and x4.model.config.motion_search == 8
+    assert x4.meta["training"]["degradation"] == "random:compress=0.6,crf=18-30,blur=0.2,noise=0.3"
+    assert x4.meta["training"]["init_sha256"] == get_spec("semlens-tiny-x4").sha256
+    assert default_model_name(4) == "semlens-tiny-x4" and infos["semlens-tiny-x4-real"].any_extractor
