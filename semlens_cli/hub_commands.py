@@ -53,7 +53,9 @@ def models_command(as_json: bool) -> None:
         return
     table = Table(title="semlens models", title_justify="left")
     for column in ("name", "scale", "params", "extractor", "status", "size"):
-        table.add_column(column, justify="right" if column in ("scale", "params", "size") else "left")
+        # Names are what users type: never cut or wrapped (the other columns give way).
+        table.add_column(column, justify="right" if column in ("scale", "params", "size") else "left",
+                         no_wrap=column == "name")
     for info in infos:
         name = f"{info.name} (default)" if info.default else info.name
         scale = f"x{info.scale}" if info.scale else "-"
@@ -67,6 +69,10 @@ def models_command(as_json: bool) -> None:
     console.print(table)
     if any(i.size is None and i.approx_size is not None for i in infos):
         console.print("[dim]~: approximate size (the exact size is not known)[/]")
+    real = [i.name for i in infos if i.kind == "enhancer" and i.name.endswith("-real")]
+    if real:
+        console.print(f"[dim]compressed footage (phone clips, downloads): {', '.join(real)}; "
+                      "clean sources and benchmarks: the defaults[/]")
     if any(i.status == "remote" for i in infos):
         console.print("[dim]remote models are downloaded on first use, or ahead of time with `semlens download NAME`[/]")
 

@@ -54,6 +54,9 @@ def test_models_table_and_json(fake_hub: FakeHub, runner: CliRunner, tmp_path: P
     assert table["semlens-tiny-x2"][1:5] == ["x2", "130.5k", "lite", "bundled"]
     assert table["semlens-tiny-x4"][0] == "semlens-tiny-x4 (default)" and table["semlens-tiny-x4"][4] == "not installed"
     assert table["sam-vit-h"][4:] == ["remote", "2.6 GB"]
+    assert "semlens-tiny-x4-real" in table and "semlens-tiny-x2-real" in table  # full names, never cut
+    assert "compressed footage (phone clips, downloads): semlens-tiny-x2-real, semlens-tiny-x4-real" in \
+        " ".join(result.output.split())
 
     result = runner.invoke(models_command, ["--json"])
     rows = {row["name"]: row for row in json.loads(result.output)}
