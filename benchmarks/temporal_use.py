@@ -105,18 +105,22 @@ def centre_copies(up: SemanticLensUpscaler, window: int) -> Callable[[Iterable[n
     return run
 
 
-def with_motion_search(net: PixelEnhancer, reach: int) -> PixelEnhancer:
-    """The same weights with IMAGE's window centred on block-matched motion up to ``reach``."""
-    moved = PixelEnhancer(replace(net.config, motion_search=reach))  # instance_motion stays as it is
+def with_config(net: PixelEnhancer, **changes: Any) -> PixelEnhancer:
+    """The same weights in a network whose configuration differs by ``changes`` (weightless
+    options: ``motion_search``, ``instance_motion``)."""
+    moved = PixelEnhancer(replace(net.config, **changes))
     moved.load_state_dict(net.state_dict())
     return moved.eval()
+
+
+def with_motion_search(net: PixelEnhancer, reach: int) -> PixelEnhancer:
+    """The same weights with IMAGE's window centred on block-matched motion up to ``reach``."""
+    return with_config(net, motion_search=reach)
 
 
 def with_instance_motion(net: PixelEnhancer) -> PixelEnhancer:
     """The same weights with IMAGE's motion estimate made per instance of the masks."""
-    moved = PixelEnhancer(replace(net.config, instance_motion=True))
-    moved.load_state_dict(net.state_dict())
-    return moved.eval()
+    return with_config(net, instance_motion=True)
 
 
 def variants(model: str | None, scale: int, motion_search: int = 0, instance_motion: bool = False) -> dict[str, Any]:

@@ -5,7 +5,8 @@ its mmap threshold (at most 32 MiB) freshly from the kernel and returns them on 
 of the enhancer allocates and frees thousands of activations, and at real frame sizes every one of
 them is above that threshold (a 32-channel activation of a 1280x720 frame is 118 MiB), so each is
 page-faulted in and zeroed by the kernel again: with the x2 model at 1280x720 the kernel's share was
-36 s of 95 s of CPU time, against nothing at 320x180 (``python benchmarks/sizes.py``, BENCHMARKS.md).
+34 s of 94 s of CPU time, against 0.2 of 3.2 s at 320x180 (``SEMLENS_TUNE_MALLOC=0 python
+benchmarks/sizes.py --sizes 320x180,1280x720 --frames 6 --threads 1``, BENCHMARKS.md "The allocator").
 So semlens stops ``malloc`` from mapping blocks of their own (``M_MMAP_MAX = 0``) and keeps up to
 2 GiB of freed memory at the top of the heap (``M_TRIM_THRESHOLD``): freed activations stay in the
 heap, where the next frame reuses them without faults. Resident memory then stays near the run's

@@ -13,7 +13,7 @@ with ``R = 0`` nothing changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,38 +38,49 @@ def _luma_half(frames: Tensor) -> Tensor:
 
 
 def _shift_costs(reference: Tensor, support: Tensor, reach: int,
-                 pool: Callable[[Tensor], Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
-    """Matching cost of every candidate displacement, ``(B, K, ...)`` (``pool`` reduces a
-    ``(B, 1, hh, ww)`` map of half-resolution pixels to the regions being matched), and the
-    candidates in half-resolution pixels. Regions whose match would lie mostly outside the frame
-    get an infinite cost; zero motion is favoured on near-ties (flat regions have no motion to find)."""
+                 pools: Sequence[Callable[[Tensor], Tensor]]) -> tuple[list[Tensor], list[tuple[int, int]]]:
+    """Matching cost of every candidate displacement over the regions of each of ``pools`` (each
+    reduces a ``(B, 1, hh, ww)`` map of half-resolution pixels to its regions), one ``(B, K, ...)``
+    tensor per pool, and the candidates in half-resolution pixels. The difference map of each
+    candidate is made once and pooled by every pool. Regions whose match would lie mostly outside
+    the frame get an infinite cost; zero motion is favoured on near-ties (flat regions have no
+    motion to find)."""
     ref, sup = _luma_half(reference), _luma_half(support)
     hh, ww = ref.shape[-2:]
     half_reach = max(1, reach // 2)
     padded = F.pad(sup, (half_reach,) * 4)
     inside = F.pad(torch.ones_like(sup), (half_reach,) * 4)
-    whole = pool(torch.ones_like(ref))  # each region's size
-    costs = []
+    wholes = [pool(torch.ones_like(ref)) for pool in pools]  # each region's size
+    costs: list[list[Tensor]] = [[] for _ in pools]
     shifts = [(dy, dx) for dy in range(-half_reach, half_reach + 1) for dx in range(-half_reach, half_reach + 1)]
     for dy, dx in shifts:
         rows = slice(half_reach + dy, half_reach + dy + hh)
         cols = slice(half_reach + dx, half_reach + dx + ww)
         valid = inside[:, :, rows, cols]
-        # Mean difference over the region's pixels whose match lies inside the frame.
-        diff = pool((padded[:, :, rows, cols] - ref).abs() * valid)
-        share = pool(valid)
-        costs.append(torch.where((share > 0.5 * whole) & (share > 0), diff / share.clamp_min(1e-6), torch.inf))
-    cost = torch.stack(costs, dim=1)
+        difference = (padded[:, :, rows, cols] - ref).abs() * valid
+        for pool, whole, out in zip(pools, wholes, costs):
+            # Mean difference over the region's pixels whose match lies inside the frame.
+            diff, share = pool(difference), pool(valid)
+            out.append(torch.where((share > 0.5 * whole) & (share > 0), diff / share.clamp_min(1e-6), torch.inf))
     zero = shifts.index((0, 0))
-    finite = torch.where(cost.isfinite(), cost, 0.0)
-    cost[:, zero] -= _ZERO_PREFERENCE * finite.sum(dim=1) / cost.isfinite().sum(dim=1).clamp_min(1) + 1e-6
-    return cost, shifts
+    stacked = []
+    for out in costs:
+        cost = torch.stack(out, dim=1)
+        finite = torch.where(cost.isfinite(), cost, 0.0)
+        cost[:, zero] -= _ZERO_PREFERENCE * finite.sum(dim=1) / cost.isfinite().sum(dim=1).clamp_min(1) + 1e-6
+        stacked.append(cost)
+    return stacked, shifts
 
 
 def _best(cost: Tensor, shifts: list[tuple[int, int]], reach: int) -> Tensor:
     """``cost`` ``(B, K, ...)`` -> the winning displacements ``(B, ..., 2)`` in LR pixels."""
     table = torch.tensor(shifts, dtype=torch.long, device=cost.device) * 2  # back to LR pixels
     return table[cost.argmin(dim=1)].clamp(-reach, reach)
+
+
+def _per_pixel(x: Tensor, h: int, w: int) -> Tensor:
+    """Values per block (the last two axes) spread over the ``h x w`` pixels of their blocks."""
+    return x.repeat_interleave(BLOCK, dim=-2).repeat_interleave(BLOCK, dim=-1)[..., :h, :w]
 
 
 @torch.no_grad()
@@ -97,30 +108,27 @@ def block_offsets(reference: Tensor, support: Tensor, reach: int, ids: Tensor | 
     def per_block(x: Tensor) -> Tensor:
         return F.avg_pool2d(x, block, ceil_mode=True).squeeze(1)  # (B, by, bx)
 
-    cost, shifts = _shift_costs(reference, support, reach, per_block)  # (B, K, by, bx)
-    field = _best(cost, shifts, reach).permute(0, 3, 1, 2)  # (B, 2, by, bx)
-    field = field.repeat_interleave(BLOCK, dim=2).repeat_interleave(BLOCK, dim=3)[:, :, :h, :w]
-    if ids is None:
-        return field.contiguous()
-    _, index = torch.unique(ids, return_inverse=True)  # instance index 0..n-1 per pixel
-    n = int(index.max()) + 1
-    if n == 1:
-        return field.contiguous()
-    # Each instance's share of each half-resolution pixel, then costs per (block, instance).
-    onehot = F.one_hot(index, n).permute(0, 3, 1, 2).float()  # (B, n, h, w)
-    half = F.avg_pool2d(onehot, 2, ceil_mode=True)  # (B, n, hh, ww)
+    pools = [per_block]
+    index, n = None, 1
+    if ids is not None:
+        _, index = torch.unique(ids, return_inverse=True)  # instance index 0..n-1 per pixel
+        n = int(index.max()) + 1
+    if n > 1:
+        # Each instance's share of each half-resolution pixel, then costs per (block, instance).
+        half = F.avg_pool2d(F.one_hot(index, n).permute(0, 3, 1, 2).float(), 2, ceil_mode=True)  # (B, n, hh, ww)
 
-    def per_instance(x: Tensor) -> Tensor:
-        # x (B, 1, hh, ww) -> (B, n, by, bx): means over each instance's pixels of each block.
-        return F.avg_pool2d(x * half, block, ceil_mode=True)
-
-    cost_k, _ = _shift_costs(reference, support, reach, per_instance)  # (B, K, n, by, bx)
-    inst = _best(cost_k, shifts, reach).permute(0, 4, 1, 2, 3)  # (B, 2, n, by, bx)
-    coverage = F.avg_pool2d(half, block, ceil_mode=True)  # (B, n, by, bx)
-    inst_field = inst.repeat_interleave(BLOCK, dim=3).repeat_interleave(BLOCK, dim=4)[..., :h, :w]
-    own = inst_field.gather(2, index[:, None, None].expand(b, 2, 1, h, w)).squeeze(2)  # (B, 2, h, w)
-    enough = coverage.repeat_interleave(BLOCK, dim=2).repeat_interleave(BLOCK, dim=3)[:, :, :h, :w]
-    enough = enough.gather(1, index[:, None]) >= 0.25  # (B, 1, h, w)
+        def per_instance(x: Tensor) -> Tensor:
+            # x (B, 1, hh, ww) -> (B, n, by, bx): means over each instance's pixels of each block.
+            return F.avg_pool2d(x * half, block, ceil_mode=True)
+        pools.append(per_instance)
+    costs, shifts = _shift_costs(reference, support, reach, pools)
+    field = _per_pixel(_best(costs[0], shifts, reach).permute(0, 3, 1, 2), h, w)  # (B, 2, h, w)
+    if index is None or n == 1:  # no ids, or one instance: the block field
+        return field.contiguous()
+    inst = _per_pixel(_best(costs[1], shifts, reach).permute(0, 4, 1, 2, 3), h, w)  # (B, 2, n, h, w)
+    own = inst.gather(2, index[:, None, None].expand(b, 2, 1, h, w)).squeeze(2)  # (B, 2, h, w)
+    coverage = _per_pixel(F.avg_pool2d(half, block, ceil_mode=True), h, w)  # (B, n, h, w)
+    enough = coverage.gather(1, index[:, None]) >= 0.25  # (B, 1, h, w)
     return torch.where(enough, own, field).contiguous()
 
 
