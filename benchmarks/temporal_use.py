@@ -17,6 +17,12 @@ a flicker measure):
 - ``shuffled masks``: each frame's instance ids permuted at random (seeded), so masks point at the
   wrong tokens and tracks break between frames: what *correct* instances add.
 
+On the clips with true object masks beside them (the synthetic held-out clips) the same weights
+also run with the true masks (``GivenMasks``), with one instance covering the frame, and frame by
+frame; besides the whole frame these are scored inside the objects and ``2 x scale`` pixels around
+them, where an object's own motion and what it uncovers are (a few percent of the frame: a gain
+there moves the whole frame's PSNR by little).
+
 Gains are reported against ``window`` (negative = the variant is worse, i.e. the part pays).
 ``--instance-motion`` runs every variant with IMAGE's motion estimate made per instance of the masks
 (``EnhancerConfig.instance_motion``), same weights; ``--motion-search R`` adds a row with reach ``R``.
@@ -38,7 +44,7 @@ from _common import machine, write_json
 from torch import Tensor
 
 from semlens.enhancer import PixelEnhancer
-from semlens.evaluate import bicubic_frames, evaluate, find_clips
+from semlens.evaluate import _reader, bicubic_frames, evaluate, find_clips
 from semlens.hub import load_extractor
 from semlens.semantics.given import GivenMasks
 from semlens.semantics.types import InstanceExtractor, Semantics
@@ -171,23 +177,79 @@ def true_mask_rows(paths: list[Path], model: str | None, scale: int, max_frames:
 
         slots = max(1, int(max(m.max() for m in lr)))
 
-        def given(masks: list[np.ndarray], slots: int = slots) -> Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]:
+        def given(masks: list[np.ndarray], slots: int = slots,
+                  single: bool = False) -> Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]:
+            window, overlap = (1, 0) if single else (ref.settings.window, ref.settings.overlap)
+
             def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
                 up = SemanticLensUpscaler(ref.model, GivenMasks(masks, max_instances=slots),
-                                          device="cpu", dtype="fp32", name=ref.name, window=ref.settings.window,
-                                          overlap=ref.settings.overlap)
+                                          device="cpu", dtype="fp32", name=ref.name, window=window, overlap=overlap)
                 return up.upscale_frames(frames)
             return run
 
         methods = {"extractor masks": ref.upscale_frames, "true masks": given(lr),
-                   "true masks, one instance": given([np.ones_like(m) for m in lr])}
-        scored = evaluate([path], s, methods, max_frames=max_frames)
-        clips.extend(scored["clips"])
-        print(f"{path.name}: " + ", ".join(f"{m} {scored['clips'][0]['psnr'][m]:.3f}" for m in methods), file=sys.stderr)
-    names = ["extractor masks", "true masks", "true masks, one instance"]
+                   "true masks, one instance": given([np.ones_like(m) for m in lr]),
+                   "true masks, single frame": given(lr, single=True)}
+        kept: dict[str, list[np.ndarray]] = {}
+        scored = evaluate([path], s, {m: _kept(f, kept.setdefault(m, [])) for m, f in methods.items()},
+                          max_frames=max_frames)
+        clip = scored["clips"][0]
+        truth = list(_reader(path, max_frames)())
+        region = object_region(hr[:len(truth)], margin=2 * s, crop=s)
+        clip["objects"] = region_psnr(kept, truth, region)
+        h, w = kept["true masks"][0].shape[:2]
+        clip["objects_area"] = float(region[:, :h, :w].mean())
+        clips.append(clip)
+        print(f"{path.name}: " + ", ".join(f"{m} {clip['psnr'][m]:.3f} (objects {clip['objects'][m]:.3f})"
+                                           for m in methods), file=sys.stderr)
+    names = list(methods)
     mean = {m: float(np.mean([c["psnr"][m] for c in clips])) for m in names}
-    return {"clips": clips, "mean_psnr": mean,
-            "true_vs_one_instance_db": mean["true masks"] - mean["true masks, one instance"]}
+    objects = {m: float(np.mean([c["objects"][m] for c in clips])) for m in names}
+    return {"clips": clips, "mean_psnr": mean, "objects_psnr": objects,
+            "objects_area": float(np.mean([c["objects_area"] for c in clips])),
+            "true_vs_one_instance_db": mean["true masks"] - mean["true masks, one instance"],
+            "objects_true_vs_one_instance_db": objects["true masks"] - objects["true masks, one instance"],
+            "objects_window_vs_single_db": objects["true masks"] - objects["true masks, single frame"]}
+
+
+def _kept(upscale: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]],
+          into: list[np.ndarray]) -> Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]:
+    """``upscale`` that also keeps a copy of every frame it gives."""
+    def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for frame in upscale(frames):
+            into.append(np.array(frame, copy=True))
+            yield frame
+    return run
+
+
+def object_region(masks: np.ndarray, margin: int, crop: int) -> np.ndarray:
+    """``(T, H, W)`` bool: the pixels of every object grown by ``margin`` pixels (its boundary,
+    where an object and what it uncovers need their own motion), ``crop`` border pixels left out
+    as the PSNR leaves them out."""
+    grown = torch.nn.functional.max_pool2d(torch.from_numpy(masks > 0).float()[:, None], 2 * margin + 1,
+                                           stride=1, padding=margin)[:, 0] > 0
+    region = grown.numpy()
+    if crop:
+        region[:, :crop], region[:, -crop:], region[:, :, :crop], region[:, :, -crop:] = False, False, False, False
+    return region
+
+
+def region_psnr(outputs: dict[str, list[np.ndarray]], truth: list[np.ndarray], region: np.ndarray) -> dict[str, float]:
+    """PSNR-Y (dB) of each method's frames over ``region`` (``(T, H, W)`` bool at the ground
+    truth's size), the squared errors of all its pixels in all frames pooled."""
+    from semlens.metrics import rgb_to_y
+
+    def y(frames: list[np.ndarray], h: int, w: int) -> Tensor:
+        x = torch.from_numpy(np.stack([f[:h, :w] for f in frames])).permute(0, 3, 1, 2).double() / 255
+        return rgb_to_y(x)
+
+    out = {}
+    for method, frames in outputs.items():
+        h, w = frames[0].shape[:2]  # the model's output: the ground truth cut to a multiple of the scale
+        inside = torch.from_numpy(np.ascontiguousarray(region[:len(frames), :h, :w]))
+        err = ((y(frames, h, w) - y(truth[:len(frames)], h, w)) ** 2)[inside]
+        out[method] = float(10 * np.log10(255.0**2 / max(float(err.mean()), 1e-10)))
+    return out
 
 
 def measure(paths: list[Path], model: str | None, scale: int, max_frames: int | None,
@@ -236,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nclips with true masks ({', '.join(c['clip'] for c in true['clips'])}), mean PSNR-Y: "
               + ", ".join(f"{m} {v:.2f}" for m, v in true["mean_psnr"].items())
               + f"; true vs one instance {true['true_vs_one_instance_db']:+.2f} dB")
+        print(f"inside the objects and {2 * report['scale']} px around them ({100 * true['objects_area']:.1f}% of the "
+              "pixels), PSNR-Y: " + ", ".join(f"{m} {v:.2f}" for m, v in true["objects_psnr"].items())
+              + f"; true vs one instance {true['objects_true_vs_one_instance_db']:+.2f} dB, window vs single frame "
+              f"{true['objects_window_vs_single_db']:+.2f} dB")
     write_json(args.out, {"benchmark": "temporal_use", "machine": machine(), "settings": {**vars(args),
                           "clips": str(args.clips)}, **report})
     return 0

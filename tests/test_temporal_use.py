@@ -68,7 +68,30 @@ def test_true_masks_rows_use_the_masks_beside_a_synthetic_clip(tmp_path) -> None
     rows = temporal_use.true_mask_rows([clip, plain], None, 4, max_frames=4)
     assert [c["clip"] for c in rows["clips"]] == ["s.mkv"]  # only the clip with masks
     mean = rows["mean_psnr"]
-    assert set(mean) == {"extractor masks", "true masks", "true masks, one instance"}
+    names = {"extractor masks", "true masks", "true masks, one instance", "true masks, single frame"}
+    assert set(mean) == names and set(rows["objects_psnr"]) == names
     assert mean["true masks"] != mean["true masks, one instance"]
     assert rows["true_vs_one_instance_db"] == mean["true masks"] - mean["true masks, one instance"]
+    objects = rows["objects_psnr"]
+    assert rows["objects_true_vs_one_instance_db"] == objects["true masks"] - objects["true masks, one instance"]
+    assert objects["true masks"] != objects["true masks, single frame"]
+    # The object region: the 16x20 object grown by 8 px (rows 0-31, columns 0-35), the 4 px border
+    # left out (rows 4-27, columns 4-35): 24 x 32 of 32 x 48 pixels.
+    assert rows["objects_area"] == pytest.approx(24 * 32 / (32 * 48))
     assert temporal_use.true_mask_rows([plain], None, 4, max_frames=4) == {}
+
+
+def test_region_psnr_scores_only_the_pixels_inside() -> None:
+    import numpy as np
+
+    truth = [np.zeros((8, 8, 3), np.uint8)]
+    out = np.zeros((8, 8, 3), np.uint8)
+    out[:, 4:] = 10  # wrong outside the region only
+    region = np.zeros((1, 8, 8), bool)
+    region[0, :, :4] = True
+    scores = temporal_use.region_psnr({"a": [out]}, truth, region)
+    assert scores["a"] == pytest.approx(10 * np.log10(255.0**2 / 1e-10))  # no error inside: the floor
+    region[0, :, 4:6] = True
+    half = temporal_use.region_psnr({"a": [out]}, truth, region)["a"]
+    err = (10 * (65.481 + 128.553 + 24.966) / 255) ** 2 / 3  # Y error 8.59 on 2 of the 6 columns
+    assert half == pytest.approx(10 * np.log10(255.0**2 / err))
