@@ -18,10 +18,11 @@ a flicker measure):
   wrong tokens and tracks break between frames: what *correct* instances add.
 
 On the clips with true object masks beside them (the synthetic held-out clips) the same weights
-also run with the true masks (``GivenMasks``), with one instance covering the frame, and frame by
-frame; besides the whole frame these are scored inside the objects and ``2 x scale`` pixels around
-them, where an object's own motion and what it uncovers are (a few percent of the frame: a gain
-there moves the whole frame's PSNR by little).
+also run with the true masks (``GivenMasks``), with one instance covering the frame, frame by
+frame, and with IMAGE's attention not masked (the tokens and ISEE still see the masks). Besides
+the whole frame these are scored inside the objects and ``2 x scale`` pixels around them, where an
+object's own motion and what it uncovers are (a few percent of the frame: a gain there moves the
+whole frame's PSNR by little).
 
 Gains are reported against ``window`` (negative = the variant is worse, i.e. the part pays).
 ``--instance-motion`` runs every variant with IMAGE's motion estimate made per instance of the masks
@@ -189,7 +190,8 @@ def true_mask_rows(paths: list[Path], model: str | None, scale: int, max_frames:
 
         methods = {"extractor masks": ref.upscale_frames, "true masks": given(lr),
                    "true masks, one instance": given([np.ones_like(m) for m in lr]),
-                   "true masks, single frame": given(lr, single=True)}
+                   "true masks, single frame": given(lr, single=True),
+                   "true masks, IMAGE unmasked": image_unmasked(given(lr))}
         kept: dict[str, list[np.ndarray]] = {}
         scored = evaluate([path], s, {m: _kept(f, kept.setdefault(m, [])) for m, f in methods.items()},
                           max_frames=max_frames)
@@ -210,6 +212,27 @@ def true_mask_rows(paths: list[Path], model: str | None, scale: int, max_frames:
             "true_vs_one_instance_db": mean["true masks"] - mean["true masks, one instance"],
             "objects_true_vs_one_instance_db": objects["true masks"] - objects["true masks, one instance"],
             "objects_window_vs_single_db": objects["true masks"] - objects["true masks, single frame"]}
+
+
+def image_unmasked(upscale: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
+                   ) -> Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]:
+    """``upscale`` with IMAGE's attention not masked by instance (everything else still sees the
+    masks: the tokens, ISEE): what the masks add through alignment alone."""
+    from semlens.enhancer.image import ImplicitMaskedAlignment
+
+    def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        masked = ImplicitMaskedAlignment.forward
+
+        def unmasked(self: ImplicitMaskedAlignment, reference: Tensor, support: Tensor, value: Tensor,
+                     reference_ids: Tensor | None = None, support_ids: Tensor | None = None) -> Tensor:
+            return masked(self, reference, support, value)
+
+        ImplicitMaskedAlignment.forward = unmasked  # type: ignore[method-assign]
+        try:
+            yield from upscale(frames)
+        finally:
+            ImplicitMaskedAlignment.forward = masked  # type: ignore[method-assign]
+    return run
 
 
 def _kept(upscale: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]],

@@ -68,13 +68,17 @@ def test_true_masks_rows_use_the_masks_beside_a_synthetic_clip(tmp_path) -> None
     rows = temporal_use.true_mask_rows([clip, plain], None, 4, max_frames=4)
     assert [c["clip"] for c in rows["clips"]] == ["s.mkv"]  # only the clip with masks
     mean = rows["mean_psnr"]
-    names = {"extractor masks", "true masks", "true masks, one instance", "true masks, single frame"}
+    names = {"extractor masks", "true masks", "true masks, one instance", "true masks, single frame",
+             "true masks, IMAGE unmasked"}
     assert set(mean) == names and set(rows["objects_psnr"]) == names
     assert mean["true masks"] != mean["true masks, one instance"]
     assert rows["true_vs_one_instance_db"] == mean["true masks"] - mean["true masks, one instance"]
     objects = rows["objects_psnr"]
     assert rows["objects_true_vs_one_instance_db"] == objects["true masks"] - objects["true masks, one instance"]
     assert objects["true masks"] != objects["true masks, single frame"]
+    assert objects["true masks"] != objects["true masks, IMAGE unmasked"]
+    from semlens.enhancer.image import ImplicitMaskedAlignment
+    assert ImplicitMaskedAlignment.forward.__name__ == "forward"  # the unmasked row put it back
     # The object region: the 16x20 object grown by 8 px (rows 0-31, columns 0-35), the 4 px border
     # left out (rows 4-27, columns 4-35): 24 x 32 of 32 x 48 pixels.
     assert rows["objects_area"] == pytest.approx(24 * 32 / (32 * 48))
