@@ -22,7 +22,8 @@ also run with the true masks (``GivenMasks``), with one instance covering the fr
 frame, and with IMAGE's attention not masked (the tokens and ISEE still see the masks). Besides
 the whole frame these are scored inside the objects and ``2 x scale`` pixels around them, where an
 object's own motion and what it uncovers are (a few percent of the frame: a gain there moves the
-whole frame's PSNR by little).
+whole frame's PSNR by little; the report gives the region's share of the squared error and the
+whole-frame gain a perfect object region would bring).
 
 Gains are reported against ``window`` (negative = the variant is worse, i.e. the part pays).
 ``--instance-motion`` runs every variant with IMAGE's motion estimate made per instance of the masks
@@ -201,6 +202,15 @@ def true_mask_rows(paths: list[Path], model: str | None, scale: int, max_frames:
         clip["objects"] = region_psnr(kept, truth, region)
         h, w = kept["true masks"][0].shape[:2]
         clip["objects_area"] = float(region[:, :h, :w].mean())
+        # The most any change inside the object region could add to the whole frame: the region's
+        # share of the frame's squared error (pooled over all frames), removed.
+        frame = object_region(np.ones_like(hr[:len(truth)]), margin=0, crop=s)  # what the PSNR scores
+        whole = region_psnr(kept, truth, frame)
+        clip["whole_pooled"] = whole
+        inside = float(region[:, :h, :w].sum() / frame[:, :h, :w].sum())
+        share = inside * 10 ** ((whole["true masks, one instance"] - clip["objects"]["true masks, one instance"]) / 10)
+        clip["objects_error_share"] = share
+        clip["objects_ceiling_db"] = float(-10 * np.log10(max(1.0 - share, 1e-10)))
         clips.append(clip)
         print(f"{path.name}: " + ", ".join(f"{m} {clip['psnr'][m]:.3f} (objects {clip['objects'][m]:.3f})"
                                            for m in methods), file=sys.stderr)
@@ -211,7 +221,9 @@ def true_mask_rows(paths: list[Path], model: str | None, scale: int, max_frames:
             "objects_area": float(np.mean([c["objects_area"] for c in clips])),
             "true_vs_one_instance_db": mean["true masks"] - mean["true masks, one instance"],
             "objects_true_vs_one_instance_db": objects["true masks"] - objects["true masks, one instance"],
-            "objects_window_vs_single_db": objects["true masks"] - objects["true masks, single frame"]}
+            "objects_window_vs_single_db": objects["true masks"] - objects["true masks, single frame"],
+            "objects_error_share": float(np.mean([c["objects_error_share"] for c in clips])),
+            "objects_ceiling_db": float(np.mean([c["objects_ceiling_db"] for c in clips]))}
 
 
 def image_unmasked(upscale: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
@@ -325,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
               "pixels), PSNR-Y: " + ", ".join(f"{m} {v:.2f}" for m, v in true["objects_psnr"].items())
               + f"; true vs one instance {true['objects_true_vs_one_instance_db']:+.2f} dB, window vs single frame "
               f"{true['objects_window_vs_single_db']:+.2f} dB")
+        print(f"the object region holds {100 * true['objects_error_share']:.1f}% of the frames' squared error (one "
+              f"instance): a perfect object region would add {true['objects_ceiling_db']:+.2f} dB to the whole frame "
+              "(mean over the clips)")
     write_json(args.out, {"benchmark": "temporal_use", "machine": machine(), "settings": {**vars(args),
                           "clips": str(args.clips)}, **report})
     return 0

@@ -82,6 +82,8 @@ def test_true_masks_rows_use_the_masks_beside_a_synthetic_clip(tmp_path) -> None
     # The object region: the 16x20 object grown by 8 px (rows 0-31, columns 0-35), the 4 px border
     # left out (rows 4-27, columns 4-35): 24 x 32 of 32 x 48 pixels.
     assert rows["objects_area"] == pytest.approx(24 * 32 / (32 * 48))
+    share = rows["clips"][0]["objects_error_share"]
+    assert 0 < share < 1 and rows["objects_ceiling_db"] == pytest.approx(-10 * np.log10(1 - share))
     assert temporal_use.true_mask_rows([plain], None, 4, max_frames=4) == {}
 
 
