@@ -174,7 +174,7 @@ def test_the_real_footage_model_takes_any_extractor_and_reaches_further() -> Non
     loaded = load_model("semlens-tiny-x2-real")
     config = loaded.model.config
     assert config.pooled_tokens and config.motion_search == 8 and loaded.scale == 2
-    assert loaded.meta["training"]["degradation"] == "random"
+    assert loaded.meta["training"]["degradation"] == "random:compress=0.6,crf=18-30,blur=0.2,noise=0.3"
     assert loaded.meta["training"]["init_sha256"] == get_spec("semlens-tiny-x2").sha256  # its lineage
     check_extractor_fits(loaded.model, "sam-vit-b", extractor_dims("sam-vit-b"))  # pooled: any extractor
     assert default_model_name(2) == "semlens-tiny-x2"  # opt-in: the clean-input model stays the default
