@@ -46,7 +46,7 @@ from _common import machine, write_json
 from torch import Tensor
 
 from semlens.enhancer import PixelEnhancer
-from semlens.evaluate import _reader, bicubic_frames, evaluate, find_clips
+from semlens.evaluate import bicubic_frames, clip_reader, evaluate, find_clips
 from semlens.hub import load_extractor
 from semlens.semantics.given import GivenMasks
 from semlens.semantics.types import InstanceExtractor, Semantics
@@ -197,7 +197,7 @@ def true_mask_rows(paths: list[Path], model: str | None, scale: int, max_frames:
         scored = evaluate([path], s, {m: _kept(f, kept.setdefault(m, [])) for m, f in methods.items()},
                           max_frames=max_frames)
         clip = scored["clips"][0]
-        truth = list(_reader(path, max_frames)())
+        truth = list(clip_reader(path, max_frames)())
         region = object_region(hr[:len(truth)], margin=2 * s, crop=s)
         clip["objects"] = region_psnr(kept, truth, region)
         h, w = kept["true masks"][0].shape[:2]

@@ -23,7 +23,8 @@ from semlens.errors import InputNotFoundError, NothingToDoError
 from semlens.metrics import psnr_y, ssim_y, temporal_sq_error_y, tpsnr_from_errors
 from semlens.train.degrade import Degradation, bicubic_degrade
 
-__all__ = ["Upscale", "ClipScore", "bicubic_frames", "lanczos_frames", "evaluate_clip", "evaluate", "find_clips"]
+__all__ = ["Upscale", "ClipScore", "bicubic_frames", "lanczos_frames", "evaluate_clip", "evaluate", "find_clips",
+           "clip_reader"]
 
 Upscale = Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
 """A method: an iterable of LR ``(h, w, 3)`` uint8 frames -> an iterator of SR frames, in order."""
@@ -137,7 +138,9 @@ def find_clips(path: Path) -> list[Path]:
     raise NothingToDoError(f"no videos or images found in {str(path)!r}")
 
 
-def _reader(path: Path, max_frames: int | None) -> Callable[[], Iterator[np.ndarray]]:
+def clip_reader(path: Path, max_frames: int | None) -> Callable[[], Iterator[np.ndarray]]:
+    """A callable giving the clip's first ``max_frames`` frames (all when None) as uint8 RGB arrays,
+    afresh at every call (what :func:`evaluate_clip` scores against)."""
     from semlens.io import open_source
 
     def frames() -> Iterator[np.ndarray]:
@@ -164,7 +167,7 @@ def evaluate(paths: list[Path], scale: int, methods: dict[str, Upscale], max_fra
     SSIM and tPSNR per method; tPSNR's mean skips single-frame clips)."""
     clips = []
     for path in paths:
-        score = evaluate_clip(path.name, _reader(path, max_frames), scale, methods, degradation)
+        score = evaluate_clip(path.name, clip_reader(path, max_frames), scale, methods, degradation)
         clips.append(score)
         if on_clip is not None:
             on_clip(score)
