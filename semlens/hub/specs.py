@@ -177,14 +177,14 @@ def _register_all() -> dict[str, ModelSpec]:
             approx_size=approx_size,
         )
 
-    # x2: the random mix; x4: a milder mix (the first x4 run of the x2 recipe lost to semlens-tiny-x4
-    # at CRF 23; benchmarks/results/real/). Both cards say how each was made.
+    # Both trained with the mild mix (random:compress=0.6,crf=18-30,blur=0.2,noise=0.3); the first
+    # runs with the harsher `random` mix are in benchmarks/results/real/first-*. The cards say how.
     real_sha256 = {2: "488e64f112e47cc92367855d658134107b7a5d908e6d96129d6fca26555ce771",
                    4: "6206e14b656d5685266a5315ae85cc3377c362748cb7f0a888eba267ef73c8b4"}
 
     def tiny_real(scale: int) -> ModelSpec:
         # Warm-started from semlens-tiny-x{scale} and trained for compressed, noisy footage
-        # (`semlens train --degradation random`), with pooled tokens (any extractor drives it) and
+        # (`semlens train --degradation random:...`), with pooled tokens (any extractor drives it) and
         # IMAGE's window centred on block-matched motion.
         return bundled_tiny(f"semlens-tiny-x{scale}-real",
                             f"Tiny Semantic Lens network (x{scale}) for real footage (compressed, noisy), any extractor",
