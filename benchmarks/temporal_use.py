@@ -199,13 +199,12 @@ def true_mask_rows(paths: list[Path], model: str | None, scale: int, max_frames:
         clip = scored["clips"][0]
         truth = list(clip_reader(path, max_frames)())
         region = object_region(hr[:len(truth)], margin=2 * s, crop=s)
-        clip["objects"] = region_psnr(kept, truth, region)
+        frame = object_region(np.ones_like(hr[:len(truth)]), margin=0, crop=s)  # what the PSNR scores
+        clip["objects"], whole = regions_psnr(kept, truth, [region, frame])
         h, w = kept["true masks"][0].shape[:2]
         clip["objects_area"] = float(region[:, :h, :w].mean())
         # The most any change inside the object region could add to the whole frame: the region's
         # share of the frame's squared error (pooled over all frames), removed.
-        frame = object_region(np.ones_like(hr[:len(truth)]), margin=0, crop=s)  # what the PSNR scores
-        whole = region_psnr(kept, truth, frame)
         clip["whole_pooled"] = whole
         inside = float(region[:, :h, :w].sum() / frame[:, :h, :w].sum())
         share = inside * 10 ** ((whole["true masks, one instance"] - clip["objects"]["true masks, one instance"]) / 10)
@@ -272,19 +271,30 @@ def object_region(masks: np.ndarray, margin: int, crop: int) -> np.ndarray:
 def region_psnr(outputs: dict[str, list[np.ndarray]], truth: list[np.ndarray], region: np.ndarray) -> dict[str, float]:
     """PSNR-Y (dB) of each method's frames over ``region`` (``(T, H, W)`` bool at the ground
     truth's size), the squared errors of all its pixels in all frames pooled."""
+    return regions_psnr(outputs, truth, [region])[0]
+
+
+def regions_psnr(outputs: dict[str, list[np.ndarray]], truth: list[np.ndarray],
+                 regions: list[np.ndarray]) -> list[dict[str, float]]:
+    """:func:`region_psnr` over each of ``regions``, each method's squared errors made once."""
     from semlens.metrics import rgb_to_y
 
     def y(frames: list[np.ndarray], h: int, w: int) -> Tensor:
         x = torch.from_numpy(np.stack([f[:h, :w] for f in frames])).permute(0, 3, 1, 2).double() / 255
         return rgb_to_y(x)
 
-    out = {}
+    scores: list[dict[str, float]] = [{} for _ in regions]
+    targets: dict[tuple[int, int, int], Tensor] = {}
     for method, frames in outputs.items():
         h, w = frames[0].shape[:2]  # the model's output: the ground truth cut to a multiple of the scale
-        inside = torch.from_numpy(np.ascontiguousarray(region[:len(frames), :h, :w]))
-        err = ((y(frames, h, w) - y(truth[:len(frames)], h, w)) ** 2)[inside]
-        out[method] = float(10 * np.log10(255.0**2 / max(float(err.mean()), 1e-10)))
-    return out
+        key = (len(frames), h, w)
+        if key not in targets:
+            targets[key] = y(truth[:len(frames)], h, w)
+        err = (y(frames, h, w) - targets[key]) ** 2
+        for region, out in zip(regions, scores):
+            inside = torch.from_numpy(np.ascontiguousarray(region[:len(frames), :h, :w]))
+            out[method] = float(10 * np.log10(255.0**2 / max(float(err[inside].mean()), 1e-10)))
+    return scores
 
 
 def measure(paths: list[Path], model: str | None, scale: int, max_frames: int | None,
