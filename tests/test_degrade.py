@@ -41,6 +41,23 @@ def test_compression_keeps_shape_is_deterministic_and_smaller_at_higher_crf(code
     assert torch.equal(a, (a * 255).round() / 255)
 
 
+def test_x264_round_trip_does_not_depend_on_what_the_heap_held() -> None:
+    """x264's SIMD macroblock-tree code read memory it never wrote: with other frames allocated
+    and freed in between, the same clip came back different (several variants in ten tries)."""
+    import av
+
+    x = clip(frames=6, h=90, w=160)
+    first = compress_clip(x, "libx264", crf=20)
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        for _ in range(5):
+            h, w = (int(v) for v in rng.integers(10, 100, 2) * 2)
+            scratch = av.VideoFrame.from_ndarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), format="rgb24")
+            scratch.reformat(format="yuv420p")
+        again = compress_clip(x, "libx264", crf=20)
+        assert torch.equal(again[0], first[0]) and again[1] == first[1]
+
+
 def test_blur_and_noise_are_what_they_say() -> None:
     x = clip()
     flat = torch.full((2, 3, 16, 16), 128 / 255)

@@ -100,10 +100,13 @@ def compress_clip(clip: Tensor, codec: str = "libx264", crf: int = 23, preset: s
     """Encode ``(T, 3, h, w)`` float RGB as one video (yuv420p, ``codec`` at ``crf``), decode it back.
 
     Returns the decoded clip (same shape, 8-bit values) and the encoded size in bytes. The encoder
-    runs single-threaded so the result is a pure function of its inputs. Sides are padded (edge
-    replicate) to even sizes, and for libx265 to at least 64 pixels, then cropped back.
+    runs single-threaded with the output writer's settings (:func:`semlens.io.encoding.codec_options`),
+    so the result is a pure function of its inputs. Sides are padded (edge replicate) to even
+    sizes, and for libx265 to at least 64 pixels, then cropped back.
     """
     import av
+
+    from semlens.io.encoding import codec_options, merge_options
 
     t, _, h, w = clip.shape
     pad_h, pad_w = h % 2, w % 2
@@ -114,12 +117,10 @@ def compress_clip(clip: Tensor, codec: str = "libx264", crf: int = 23, preset: s
     with av.open(buffer, "w", format="matroska") as out:
         stream = out.add_stream(codec, rate=25)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        options = {"crf": str(int(crf)), "preset": preset}
-        if codec == "libx265":
-            options["x265-params"] = "log-level=error:pools=1:frame-threads=1"
-        else:
-            options["threads"] = "1"
-        stream.options = options
+        # The writer's settings (for libx264 its CPU-independent macroblock tree: the SIMD ones
+        # gave a different round trip from run to run), on one thread.
+        single = {"x265-params": "pools=1:frame-threads=1"} if codec == "libx265" else {"threads": "1"}
+        stream.options = merge_options(codec_options(codec, int(crf), preset), single)
         stream.codec_context.thread_count = 1
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
