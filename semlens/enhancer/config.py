@@ -36,6 +36,13 @@ class EnhancerConfig:
     behind it each get their own displacement (with one instance, or no extractor, it is the block
     estimate).
 
+    ``mask_occlusion`` lets the masks say where a neighbour cannot help: for every pixel, IMAGE's
+    view of the aligned neighbour through the instance ids (whether any pixel of the query's
+    instance is in reach, and what share of the window is) goes to each propagation step's fusion,
+    which scales the aligned states and shifts its output by it (:mod:`~semlens.enhancer.image`).
+    Where an object uncovers background, or covers it, the neighbour's pixels belong to another
+    instance: features alone do not say so, the masks do. With one instance the maps are constant.
+
     ``use_image``, ``use_gps`` and ``use_isee`` switch the paper's three parts off one at a time for
     ablations.
     """
@@ -57,6 +64,7 @@ class EnhancerConfig:
     token_source: str = "extractor"
     motion_search: int = 0
     instance_motion: bool = False
+    mask_occlusion: bool = False
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 3, 4):
@@ -82,9 +90,9 @@ class EnhancerConfig:
         return 1
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict; ``token_source``, ``motion_search`` and ``instance_motion`` only when
-        they are not at their defaults, so models saved before the options existed have the same
-        configuration."""
+        """The fields as a dict; ``token_source``, ``motion_search``, ``instance_motion`` and
+        ``mask_occlusion`` only when they are not at their defaults, so models saved before the
+        options existed have the same configuration."""
         data = asdict(self)
         if data["token_source"] == "extractor":
             del data["token_source"]
@@ -92,6 +100,8 @@ class EnhancerConfig:
             del data["motion_search"]
         if not data["instance_motion"]:
             del data["instance_motion"]
+        if not data["mask_occlusion"]:
+            del data["mask_occlusion"]
         return data
 
     @classmethod

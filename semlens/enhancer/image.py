@@ -7,6 +7,11 @@ masked by instance membership: a pixel of instance ``k`` only looks at pixels of
 other frame (background only at background), so motion of one object cannot drag in the pixels of
 another. When no pixel of the window shares the query's instance the mask is lifted for that pixel
 (it falls back to plain local attention).
+
+The same comparison of ids tells the network where the aligned neighbour cannot help
+(:meth:`ImplicitMaskedAlignment.reach_maps`): a pixel whose instance is nowhere in its window of the
+neighbour was covered or uncovered by another object between the two frames, and the share of the
+window that holds its instance says how close to such an edge it is.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from torch import Tensor, nn
 
 from semlens.enhancer.blocks import MASKED_LOGIT
 
-__all__ = ["ImplicitMaskedAlignment"]
+__all__ = ["ImplicitMaskedAlignment", "REACH_MAPS"]
+
+#: Channels of :meth:`ImplicitMaskedAlignment.reach_maps`.
+REACH_MAPS = 2
 
 
 class ImplicitMaskedAlignment(nn.Module):
@@ -89,8 +97,7 @@ class ImplicitMaskedAlignment(nn.Module):
         # own instance (where its instance is in reach at all, else at every position in the frame).
         logits.masked_fill_(self._outside(h, w, q.device), MASKED_LOGIT)
         if reference_ids is not None and support_ids is not None:
-            sup = F.pad(support_ids, pad, value=-1)  # -1 matches no instance
-            same = torch.stack([sup[:, dy:dy + h, dx:dx + w] == reference_ids for dy, dx in shifts], dim=1)
+            same = self._same(reference_ids, support_ids)
             has_match = same.any(dim=1, keepdim=True)
             logits.masked_fill_(has_match & ~same, MASKED_LOGIT)
         attn = torch.softmax(logits, dim=1)  # (B, K, h, w)
@@ -99,6 +106,29 @@ class ImplicitMaskedAlignment(nn.Module):
         for k, (dy, dx) in enumerate(shifts):
             out.addcmul_(attn[:, k:k + 1], values[:, :, dy:dy + h, dx:dx + w])
         return out
+
+    def _same(self, reference_ids: Tensor, support_ids: Tensor) -> Tensor:
+        """``(B, K, h, w)`` bool: displacement ``k`` of a pixel lands on its own instance."""
+        h, w = reference_ids.shape[-2:]
+        r = self.radius
+        sup = F.pad(support_ids, (r, r, r, r), value=-1)  # -1 matches no instance
+        return torch.stack([sup[:, dy:dy + h, dx:dx + w] == reference_ids for dy, dx in self._shifts()], dim=1)
+
+    def reach_maps(self, reference_ids: Tensor | None, support_ids: Tensor | None, like: Tensor) -> Tensor:
+        """``(B, 2, h, w)`` in ``like``'s dtype: channel 0 is 1 where no pixel of the query's
+        instance is in its window of the support frame (covered or uncovered between the frames),
+        channel 1 the share of the window's positions inside the frame that hold the query's
+        instance. Without ids (or with one instance away from the frame's edge): 0 and 1."""
+        b, _, h, w = like.shape
+        if reference_ids is None or support_ids is None:
+            maps = like.new_zeros(b, REACH_MAPS, h, w)
+            maps[:, 1] = 1.0
+            return maps
+        same = self._same(reference_ids, support_ids)
+        inside = (~self._outside(h, w, like.device)).sum(dim=1, keepdim=True).to(like.dtype)
+        missing = (~same.any(dim=1, keepdim=True)).to(like.dtype)
+        share = same.sum(dim=1, keepdim=True).to(like.dtype) / inside
+        return torch.cat([missing, share], dim=1)
 
     def _outside(self, h: int, w: int, device: torch.device) -> Tensor:
         """``(1, K, h, w)`` bool: displacement ``k`` of pixel ``(y, x)`` falls outside the frame."""

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from semlens.enhancer.blocks import residual_stack
 from semlens.enhancer.config import EnhancerConfig
-from semlens.enhancer.image import ImplicitMaskedAlignment
+from semlens.enhancer.image import REACH_MAPS, ImplicitMaskedAlignment
 from semlens.enhancer.isee import EventAggregator, TilePooling
 from semlens.enhancer.motion import ShiftPlan, block_offsets
 from semlens.enhancer.space import SPACEBlock
@@ -19,13 +19,24 @@ __all__ = ["PixelEnhancer"]
 
 
 class _Direction(nn.Module):
-    """One propagation direction: IMAGE alignment of the previous hidden state, fusion, K SPACE blocks."""
+    """One propagation direction: IMAGE alignment of the previous hidden state, fusion, K SPACE blocks.
+
+    With ``mask_occlusion`` the fusion also reads the reach maps of the ``inputs - 1`` aligned
+    states (:meth:`ImplicitMaskedAlignment.reach_maps`): a 1x1 convolution of them scales each
+    state (by ``1 + tanh``) and shifts the fusion's output. It starts at zero, so a network
+    warm-started from weights without it computes exactly what they did.
+    """
 
     def __init__(self, config: EnhancerConfig, inputs: int, blocks: int) -> None:
         super().__init__()
         c = config.channels
         self.align = ImplicitMaskedAlignment(c, config.align_dim, config.radius) if config.use_image else None
         self.fuse = nn.Conv2d(inputs * c, c, 1)
+        self.occlusion: nn.Conv2d | None = None
+        if config.mask_occlusion:
+            self.occlusion = nn.Conv2d((inputs - 1) * REACH_MAPS, inputs * c, 1)
+            nn.init.zeros_(self.occlusion.weight)
+            nn.init.zeros_(self.occlusion.bias)
         self.blocks = nn.ModuleList(
             SPACEBlock(c, config.token_dim, config.heads, config.use_gps, config.use_isee) for _ in range(blocks)
         )
@@ -120,21 +131,41 @@ class PixelEnhancer(nn.Module):
                 raise ValueError(f"global tokens have {semantics.global_tokens.shape[-1]} dims, the network "
                                  f"expects {self.config.global_dim} (a model trained with another extractor?)")
 
-    def _step(self, branch: _Direction, inputs: list[Tensor], tokens: Tensor, valid: Tensor,
-              ids: Tensor | None, semantic: bool, pooling: TilePooling | None) -> tuple[Tensor, Tensor]:
-        x = self.act(branch.fuse(torch.cat(inputs, dim=1)))
+    def _step(self, branch: _Direction, inputs: list[Tensor], maps: list[Tensor], tokens: Tensor,
+              valid: Tensor, ids: Tensor | None, semantic: bool,
+              pooling: TilePooling | None) -> tuple[Tensor, Tensor]:
+        """``inputs``: this frame's features, then the aligned states; ``maps``: the reach maps of
+        each aligned state (read only with ``mask_occlusion``)."""
+        if branch.occlusion is None:
+            x = self.act(branch.fuse(torch.cat(inputs, dim=1)))
+        else:
+            c = self.config.channels
+            mod = branch.occlusion(torch.cat(maps, dim=1))
+            states = [inputs[0]] + [state * (1 + torch.tanh(mod[:, k * c:(k + 1) * c]))
+                                    for k, state in enumerate(inputs[1:])]
+            x = self.act(branch.fuse(torch.cat(states, dim=1)) + mod[:, -c:])
         for block in branch.blocks:
             x, tokens = block(x, tokens, valid, ids, semantic, pooling)
         return x, tokens
 
     def _aligned(self, branch: _Direction, ref: Tensor, sup: Tensor, hidden: Tensor,
-                 ref_ids: Tensor | None, sup_ids: Tensor | None, motion: ShiftPlan | None = None) -> Tensor:
+                 ref_ids: Tensor | None, sup_ids: Tensor | None,
+                 motion: ShiftPlan | None = None) -> tuple[Tensor, Tensor | None]:
+        """``hidden`` aligned to this frame, and its reach maps (None unless the branch reads them)."""
         if branch.align is None:
-            return hidden
+            return hidden, (self._no_maps(hidden) if branch.occlusion is not None else None)
         if motion is not None:  # centre IMAGE's window on the block-matched motion
             sup, hidden = motion(sup), motion(hidden)
             sup_ids = None if sup_ids is None else motion(sup_ids)
-        return branch.align(ref, sup, hidden, ref_ids, sup_ids)
+        maps = branch.align.reach_maps(ref_ids, sup_ids, hidden) if branch.occlusion is not None else None
+        return branch.align(ref, sup, hidden, ref_ids, sup_ids), maps
+
+    @staticmethod
+    def _no_maps(like: Tensor) -> Tensor:
+        """The reach maps of a state that nothing was aligned into (as with no instance ids)."""
+        maps = like.new_zeros(like.shape[0], REACH_MAPS, *like.shape[2:])
+        maps[:, 1] = 1.0
+        return maps
 
     def _offsets(self, frames: Tensor, i: int, j: int, ids: Tensor | None = None) -> ShiftPlan | None:
         """How to shift frame ``j``'s tensors by the block-matched motion from frame ``i`` to it
@@ -181,13 +212,20 @@ class PixelEnhancer(nn.Module):
 
         # Backward propagation (last frame to first).
         backward: list[Tensor] = [feats[0]] * t
+        occlusion = self.config.mask_occlusion
+        # The backward states' reach maps, for the forward steps that read those states.
+        backward_maps: list[Tensor | None] = [None] * t
         hidden = torch.zeros_like(feats[0])
         memory = torch.zeros_like(tokens[:, 0])
         for i in reversed(range(t)):
-            aligned = hidden if i == t - 1 else self._aligned(
-                self.backward_branch, feats[i], feats[i + 1], hidden, align_ids(i), align_ids(i + 1),
-                self._offsets(frames, i, i + 1, ids))
-            x, tok = self._step(self.backward_branch, [feats[i], aligned], tokens[:, i] + memory,
+            if i == t - 1:
+                aligned, maps = hidden, (self._no_maps(hidden) if occlusion else None)
+            else:
+                aligned, maps = self._aligned(
+                    self.backward_branch, feats[i], feats[i + 1], hidden, align_ids(i), align_ids(i + 1),
+                    self._offsets(frames, i, i + 1, ids))
+            backward_maps[i] = maps
+            x, tok = self._step(self.backward_branch, [feats[i], aligned], [maps], tokens[:, i] + memory,
                                 valid[:, i], frame_ids(i), semantic, pooling)
             memory = tok - tokens[:, i]
             backward[i] = hidden = x
@@ -203,11 +241,15 @@ class PixelEnhancer(nn.Module):
         done = frames.new_empty(0)  # stands in for a released state
         hidden = torch.zeros_like(feats[0])
         for i in range(stop):
-            aligned = hidden if i == 0 else self._aligned(
-                self.forward_branch, feats[i], feats[i - 1], hidden, align_ids(i), align_ids(i - 1),
-                self._offsets(frames, i, i - 1, ids))
-            x, tok = self._step(self.forward_branch, [feats[i], aligned, backward[i]], tokens[:, i] + memory,
-                                valid[:, i], frame_ids(i), semantic, pooling)
+            if i == 0:
+                aligned, maps = hidden, (self._no_maps(hidden) if occlusion else None)
+            else:
+                aligned, maps = self._aligned(
+                    self.forward_branch, feats[i], feats[i - 1], hidden, align_ids(i), align_ids(i - 1),
+                    self._offsets(frames, i, i - 1, ids))
+            x, tok = self._step(self.forward_branch, [feats[i], aligned, backward[i]], [maps, backward_maps[i]],
+                                tokens[:, i] + memory, valid[:, i], frame_ids(i), semantic, pooling)
+            backward_maps[i] = None
             memory = tok - tokens[:, i]
             hidden = x
             if i >= first and output:

@@ -92,7 +92,7 @@ CONFIG_LIMITS: dict[str, tuple[int, int]] = {
     "instance_dim": (1, 4096),
     "global_dim": (1, 4096),
 }
-_SWITCHES = ("use_image", "use_gps", "use_isee", "instance_motion")
+_SWITCHES = ("use_image", "use_gps", "use_isee", "instance_motion", "mask_occlusion")
 #: The longest recommended window (frames) a file may declare.
 WINDOW_LIMIT = 512
 # Keys of a training checkpoint (a dict) that may hold the state dict / the config, in order.

@@ -138,6 +138,9 @@ def _architecture_lines(cfg: dict[str, Any], run_dir: Path) -> list[str]:
     if cfg.get("motion_search"):
         lines.append(f"- IMAGE's window centred on block-matched motion up to {cfg['motion_search']} LR pixels "
                      "(`--motion-search`).")
+    if (cfg.get("overrides") or {}).get("mask_occlusion"):
+        lines.append("- Occlusion from the masks: each fusion reads where the aligned neighbour holds no pixel of a "
+                     "pixel's instance, and how much of its window does (`--occlusion`).")
     if cfg.get("max_motion") is not None:
         lines.append(f"- Synthetic motion: objects up to {cfg['max_motion']} LR pixels per frame, the camera up to 60% "
                      "of that.")

@@ -49,6 +49,7 @@ class TrainConfig:
     init: str | None = None  # warm start: a model name, file or repo whose matching tensors start the run
     motion_search: int = 0  # EnhancerConfig.motion_search (IMAGE's motion-centred reach, LR px)
     max_motion: float | None = None  # fastest object in the synthetic clips, LR px/frame (None: 2.5)
+    fresh_lr_scale: float = 1.0  # with init: the learning rate of the tensors the warm start did not fill, x this
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -142,6 +143,15 @@ def sampler_motion(cfg: TrainConfig) -> Any:
 
     fastest = 2.5 if cfg.max_motion is None else float(cfg.max_motion)
     return MotionConfig(camera_speed=0.6 * fastest * cfg.scale, object_speed=fastest * cfg.scale)
+
+
+def fresh_names(model: PixelEnhancer, source: str) -> list[str]:
+    """Names of ``model``'s parameters that a warm start from ``source`` leaves fresh."""
+    from semlens.hub import resolve
+    from semlens.hub.format import read_weights
+
+    state, _ = read_weights(resolve(source).weights)
+    return [k for k, v in model.named_parameters() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
 
 
 def warm_start(model: PixelEnhancer, source: str) -> tuple[list[str], list[str]]:
@@ -250,11 +260,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
     ema = build_model(cfg)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    decay, no_decay = [], []
+    fresh = set(fresh_names(model, cfg.init)) if (cfg.init and cfg.fresh_lr_scale != 1.0) else set()
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or name.endswith("position_bias") else decay).append(p)
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
+        plain = p.ndim <= 1 or name.endswith("position_bias")  # no weight decay
+        groups.setdefault((plain, name in fresh), []).append(p)
+    optim = torch.optim.AdamW(
+        [{"params": params, "weight_decay": 0.0 if plain else cfg.weight_decay,
+          "lr_scale": cfg.fresh_lr_scale if is_fresh else 1.0}
+         for (plain, is_fresh), params in sorted(groups.items())], lr=cfg.lr, betas=(0.9, 0.99))
     start = 0
     elapsed = 0.0
     if ckpt_path.exists():
@@ -295,7 +309,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
             semantics = batch_semantics(cfg, extractor, batch, step)
             lr = learning_rate(cfg, step)
             for group in optim.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             pred = model(batch.lr, semantics)
             loss = charbonnier(pred, batch.hr)
             optim.zero_grad(set_to_none=True)
