@@ -238,16 +238,21 @@ def tiled_forward(model: PixelEnhancer, x: Tensor, semantics: Semantics | None, 
         (r0, r1), (c0, c1) = _owned(rows, i, th), _owned(cols, k, tw)
         owned.append(torch.zeros(th, tw, device=x.device))
         owned[-1][r0:r1, c0:c1] = 1.0
+    # IMAGE's block matching runs once on the whole frame; each tile reads its crop of the fields.
+    fields = model.motion_fields(x, semantics, None if emit is None else emit[1]) \
+        if isinstance(model, PixelEnhancer) else None
     for run in range(passes):
         last = run == passes - 1
         records: list[list[tuple[Tensor, Tensor]]] = []
         for j, (i, y0, k, x0) in enumerate(tiles):
             inputs = (x[..., y0:y0 + th, x0:x0 + tw], _crop(semantics, y0, y0 + th, x0, x0 + tw), emit)
+            extra = {} if fields is None else {
+                "motion": {pair: f[..., y0:y0 + th, x0:x0 + tw] for pair, f in fields.items()}}
             if not pooled:
-                part = model(*inputs)
+                part = model(*inputs, **extra)
             else:
                 pooling = TilePooling(owned[j], outside[j], want_output=last)
-                part = model(*inputs, pooling=pooling)
+                part = model(*inputs, pooling=pooling, **extra)
                 records.append(pooling.recorded)
             if last:
                 wmap = _ramp(rows, i, th, s, x.device)[:, None] * col_ramps[k][None, :]

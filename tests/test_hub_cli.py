@@ -45,13 +45,14 @@ def test_models_table_and_json(fake_hub: FakeHub, runner: CliRunner, tmp_path: P
     weights = tmp_path / "pkg"
     weights.mkdir()
     monkeypatch.setattr("semlens.hub.loading._weights_root", lambda: weights)
-    save_model(weights / "semlens-tiny-x2.safetensors", tiny_model(scale=2), {"name": "semlens-tiny-x2"})
+    default_like = tiny_model(scale=2, token_source="pooled", motion_search=8)
+    save_model(weights / "semlens-tiny-x2.safetensors", default_like, {"name": "semlens-tiny-x2"})
 
     result = runner.invoke(models_command, [])
     assert result.exit_code == 0, result.output
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.output.splitlines()]
     table = {row[0].split()[0]: row for row in rows if row and row[0].startswith(("semlens-", "sam-"))}
-    assert table["semlens-tiny-x2"][1:5] == ["x2", "130.5k", "lite", "bundled"]
+    assert table["semlens-tiny-x2"][1:5] == ["x2", "132.0k", "lite (any fits)", "bundled"]
     assert table["semlens-tiny-x4"][0] == "semlens-tiny-x4 (default)" and table["semlens-tiny-x4"][4] == "not installed"
     assert table["sam-vit-h"][4:] == ["remote", "2.6 GB"]
     assert "semlens-tiny-x4-real" in table and "semlens-tiny-x2-real" in table  # full names, never cut

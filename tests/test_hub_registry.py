@@ -105,6 +105,11 @@ def test_shipped_models_are_listed_only_if_their_file_exists() -> None:
     assert semlens.list_models is list_models
 
 
+def like_the_default(scale: int, seed: int = 0, **overrides: object):  # -> PixelEnhancer
+    """A random network with the shipped defaults' architecture (pooled tokens, IMAGE's reach)."""
+    return tiny_model(scale=scale, seed=seed, token_source="pooled", motion_search=8, **overrides)
+
+
 def test_missing_bundled_file_is_a_clear_error(weights_dir: Path) -> None:
     assert _status(list_models(), "semlens-tiny-x4") is None
     with pytest.raises(ModelNotFoundError, match="not installed") as exc:
@@ -113,7 +118,7 @@ def test_missing_bundled_file_is_a_clear_error(weights_dir: Path) -> None:
 
 
 def test_bundled_model_loads_by_name(weights_dir: Path) -> None:
-    model = tiny_model(scale=4, seed=5)
+    model = like_the_default(scale=4, seed=5)
     save_model(weights_dir / "semlens-tiny-x4.safetensors", model, {"name": "semlens-tiny-x4"})
     info = next(i for i in list_models() if i.name == "semlens-tiny-x4")
     assert info.status == "bundled" and info.default
@@ -126,7 +131,7 @@ def test_bundled_model_loads_by_name(weights_dir: Path) -> None:
 
 
 def test_bundled_file_that_differs_from_its_registry_entry(weights_dir: Path) -> None:
-    other = tiny_model(scale=4, channels=16)
+    other = like_the_default(scale=4, channels=16)
     save_model(weights_dir / "semlens-tiny-x4.safetensors", other, {"name": "semlens-tiny-x4"})
     with pytest.raises(WeightsError, match="registry entry semlens-tiny-x4") as exc:
         load_model("semlens-tiny-x4")
@@ -136,7 +141,7 @@ def test_bundled_file_that_differs_from_its_registry_entry(weights_dir: Path) ->
 def test_registry_name_wins_over_a_same_named_folder(
     weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    save_model(weights_dir / "semlens-tiny-x4.safetensors", tiny_model(scale=4), {"name": "semlens-tiny-x4"})
+    save_model(weights_dir / "semlens-tiny-x4.safetensors", like_the_default(scale=4), {"name": "semlens-tiny-x4"})
     save_model(tmp_path / "semlens-tiny-x4", tiny_model(scale=4, seed=8), {"name": "local"})
     monkeypatch.chdir(tmp_path)
     assert resolve("semlens-tiny-x4").origin == "bundled"
@@ -167,6 +172,12 @@ def test_statuses_follow_the_cache(fake_hub: FakeHub, weights_dir: Path, monkeyp
     assert info.parameters == sum(p.numel() for p in model.state_dict().values())
 
 
+#: sha256 of the first shipped defaults (lite-extractor tokens), the warm start of today's models;
+#: their evaluations and card are in benchmarks/results/bi/first-*.
+FIRST_DEFAULTS = {2: "e65056977f3eddf3bf8c29aa8cfc94122b9f08e111ab3718e9469c20d53ea6c4",
+                  4: "85a652d9b91a9783315775974d96825f144ed1ed3385e68a95a031a97df5dfb5"}
+
+
 def test_the_real_footage_model_takes_any_extractor_and_reaches_further() -> None:
     from semlens.semantics import extractor_dims
     from semlens.upscaler import check_extractor_fits, default_model_name
@@ -175,13 +186,24 @@ def test_the_real_footage_model_takes_any_extractor_and_reaches_further() -> Non
     config = loaded.model.config
     assert config.pooled_tokens and config.motion_search == 8 and loaded.scale == 2
     assert loaded.meta["training"]["degradation"] == "random:compress=0.6,crf=18-30,blur=0.2,noise=0.3"
-    assert loaded.meta["training"]["init_sha256"] == get_spec("semlens-tiny-x2").sha256  # its lineage
+    default = load_model("semlens-tiny-x2")
+    # Its lineage: warm-started from the first default, as the current default was.
+    assert loaded.meta["training"]["init_sha256"] == default.meta["training"]["init_sha256"] == FIRST_DEFAULTS[2]
     check_extractor_fits(loaded.model, "sam-vit-b", extractor_dims("sam-vit-b"))  # pooled: any extractor
     assert default_model_name(2) == "semlens-tiny-x2"  # opt-in: the clean-input model stays the default
     infos = {i.name: i for i in list_models()}
-    assert infos["semlens-tiny-x2-real"].any_extractor and not infos["semlens-tiny-x2"].any_extractor
+    assert infos["semlens-tiny-x2-real"].any_extractor and infos["semlens-tiny-x2"].any_extractor
     x4 = load_model("semlens-tiny-x4-real")
     assert x4.scale == 4 and x4.model.config.pooled_tokens and x4.model.config.motion_search == 8
     assert x4.meta["training"]["degradation"] == "random:compress=0.6,crf=18-30,blur=0.2,noise=0.3"
-    assert x4.meta["training"]["init_sha256"] == get_spec("semlens-tiny-x4").sha256
+    assert x4.meta["training"]["init_sha256"] == load_model("semlens-tiny-x4").meta["training"]["init_sha256"]
+    assert x4.meta["training"]["init_sha256"] == FIRST_DEFAULTS[4]
     assert default_model_name(4) == "semlens-tiny-x4" and infos["semlens-tiny-x4-real"].any_extractor
+
+
+def test_the_defaults_are_trained_for_clean_input_with_pooled_tokens_and_reach() -> None:
+    for scale in (2, 4):
+        loaded = load_model(f"semlens-tiny-x{scale}")
+        config, training = loaded.model.config, loaded.meta["training"]
+        assert config.pooled_tokens and config.motion_search == 8 and not config.mask_occlusion
+        assert training["degradation"] == "bi" and loaded.window == 12 and loaded.scale == scale

@@ -158,3 +158,27 @@ def test_saved_pooled_model_loads_with_any_named_extractor(tmp_path: Path) -> No
     up = SemanticLensUpscaler.from_pretrained(path, device="cpu", extractor=GivenMasks(masks))
     frames = [np.full((16, 16, 3), 9 * i, np.uint8) for i in range(3)]
     assert len(list(up.upscale_frames(frames))) == 3
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_the_default_models_take_sam(scale: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped defaults pool their own tokens: offline without SAM's checkpoint the only error is
+    the missing download (exit 8, "not in the local cache"); with a SAM (a tiny random one here) they run."""
+    from clips import make_clip
+    from conftest import assert_one_line_error, invoke_cli
+
+    from semlens.errors import ModelNotFoundError
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no SAM in this cache
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    src = make_clip(tmp_path / "in.mp4", frames=3, size=(32, 24))
+    code, _, stderr = invoke_cli(["upscale", src, tmp_path / "out.mp4", "--scale", str(scale),
+                                  "--extractor", "sam-vit-b", "--device", "cpu", "--threads", "1", "-q"])
+    line = assert_one_line_error(stderr, contains="semlens download sam-vit-b")
+    assert code == ModelNotFoundError.exit_code == 8 and "not in the local cache" in line, line
+    assert not (tmp_path / "out.mp4").exists()
+
+    up = SemanticLensUpscaler.from_pretrained(f"semlens-tiny-x{scale}", device="cpu", extractor=tiny_sam_extractor())
+    frames = [np.random.default_rng(i).integers(0, 256, (24, 32, 3), dtype=np.uint8) for i in range(3)]
+    out = list(up.upscale_frames(frames))
+    assert len(out) == 3 and out[0].shape == (24 * scale, 32 * scale, 3)

@@ -305,9 +305,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scale", [4, 2])
-def test_shipped_models_tile_within_one_level_with_the_default_overlap(scale: int) -> None:
-    """Trained models reach further than random ones; the default overlap is sized for the shipped
-    models, so tiles of the real example clip give the whole-frame output within 1/255."""
+def test_shipped_models_tile_within_a_few_levels_with_the_default_overlap(scale: int) -> None:
+    """Trained models reach further than random ones, and IMAGE's block matching (run once on the
+    whole frame, each tile reading its crop) moves what a pixel sees by up to 10 pixels per frame:
+    with the default overlap, tiles of the real example clip give the whole-frame output within
+    5/255, and all but a few values in ten thousand within 1/255."""
     from semlens import SemanticLensUpscaler
     from semlens.io import open_source
     from semlens.pipeline import to_tensor
@@ -322,7 +324,39 @@ def test_shipped_models_tile_within_one_level_with_the_default_overlap(scale: in
         ref = up.model(x, semantics, (2, 10)).clamp(0, 1)
         y = tiled_forward(up.model, x, semantics, 96, DEFAULT_TILE_OVERLAP, emit=(2, 10)).clamp(0, 1)
     assert up.settings.tile_overlap == DEFAULT_TILE_OVERLAP
-    assert (y - ref).abs().max().item() < 1 / 255
+    error = (y - ref).abs()
+    assert error.max().item() < 5 / 255 and (error > 1 / 255).float().mean().item() < 1e-3
+    assert error.mean().item() < 0.1 / 255
+
+
+@torch.inference_mode()
+def test_motion_fields_are_what_the_forward_pass_matches_and_tiles_read_their_crops() -> None:
+    from semlens.semantics.types import Semantics
+
+    torch.manual_seed(0)
+    model = PixelEnhancer(EnhancerConfig.preset("tiny", scale=2, channels=8, token_dim=8, align_dim=8,
+                                                motion_search=4, token_source="pooled")).eval()
+    g = torch.Generator().manual_seed(1)
+    scene = F.avg_pool2d(torch.rand(1, 3, 60, 90, generator=g), 3, 1, 1)
+    x = torch.stack([scene[..., 2 * t:2 * t + 40, 3 * t:3 * t + 56] for t in range(4)], dim=1)
+    masks = torch.zeros(1, 4, 40, 56, dtype=torch.long)
+    semantics = Semantics(masks=masks, instance_tokens=torch.zeros(1, 4, 1, 8), global_tokens=torch.zeros(1, 4, 8),
+                          valid=torch.ones(1, 4, 1, dtype=torch.bool), track_ids=torch.zeros(1, 1, dtype=torch.long))
+    fields = model.motion_fields(x, semantics, stop=3)
+    assert fields is not None and set(fields) == {(0, 1), (1, 2), (2, 3), (1, 0), (2, 1)}
+    assert any(bool(f.any()) for f in fields.values())  # the camera moved
+    assert torch.equal(model(x, semantics, (0, 3)), model(x, semantics, (0, 3), motion=fields))
+    seen: list[dict] = []
+    original = model.forward
+
+    def spy(*args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(kwargs.get("motion"))  # type: ignore[arg-type]
+        return original(*args, **kwargs)
+
+    model.forward = spy  # type: ignore[method-assign]
+    tiled_forward(model, x, semantics, 32, 8, emit=(0, 3))
+    assert seen and all(m is not None and torch.equal(m[(1, 0)], fields[(1, 0)][..., :32, :32]) for m in seen[:1])
+    assert PixelEnhancer(EnhancerConfig.preset("tiny", scale=2)).motion_fields(x) is None  # no reach
 
 
 def test_cli_tile_overlap_reaches_the_tiles(tmp_path: Path, tiny_x2_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

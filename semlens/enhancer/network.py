@@ -167,18 +167,42 @@ class PixelEnhancer(nn.Module):
         maps[:, 1] = 1.0
         return maps
 
-    def _offsets(self, frames: Tensor, i: int, j: int, ids: Tensor | None = None) -> ShiftPlan | None:
+    def _offsets(self, frames: Tensor, i: int, j: int, ids: Tensor | None = None,
+                 given: dict[tuple[int, int], Tensor] | None = None) -> ShiftPlan | None:
         """How to shift frame ``j``'s tensors by the block-matched motion from frame ``i`` to it
         (None when IMAGE is off, has no reach beyond its window, or nothing moved); ``ids`` (the
-        instance ids of the window) make it per instance when the configuration asks for that."""
+        instance ids of the window) make it per instance when the configuration asks for that.
+        ``given`` holds fields already made (a tile's crop of the whole frame's)."""
         if self.config.motion_search <= 0 or not self.config.use_image:
             return None
-        ref_ids = ids[:, i] if (ids is not None and self.config.instance_motion) else None
-        offsets = block_offsets(frames[:, i], frames[:, j], self.config.motion_search, ref_ids)
+        if given is not None:
+            offsets = given[(i, j)]
+        else:
+            ref_ids = ids[:, i] if (ids is not None and self.config.instance_motion) else None
+            offsets = block_offsets(frames[:, i], frames[:, j], self.config.motion_search, ref_ids)
         return ShiftPlan(offsets) if bool(offsets.any()) else None
 
+    def motion_fields(self, frames: Tensor, semantics: Semantics | None = None,
+                      stop: int | None = None) -> dict[tuple[int, int], Tensor] | None:
+        """The block-matched fields ``(i, j) -> (B, 2, h, w)`` that a forward pass over ``frames``
+        (emitting up to frame ``stop``) uses, or None when IMAGE has no reach. A tiled run makes
+        them once on the whole frame and gives each tile its crop (``forward(..., motion=...)``):
+        blocks matched inside a tile would not see the frame around it."""
+        if self.config.motion_search <= 0 or not self.config.use_image:
+            return None
+        t = frames.shape[1]
+        stop = t if stop is None else stop
+        ids = semantics.masks if semantics is not None else None
+        pairs = [(i, i + 1) for i in range(t - 1)] + [(i, i - 1) for i in range(1, stop)]
+        fields = {}
+        for i, j in pairs:
+            ref_ids = ids[:, i] if (ids is not None and self.config.instance_motion) else None
+            fields[(i, j)] = block_offsets(frames[:, i], frames[:, j], self.config.motion_search, ref_ids)
+        return fields
+
     def forward(self, frames: Tensor, semantics: Semantics | None = None,
-                emit: tuple[int, int] | None = None, pooling: TilePooling | None = None) -> Tensor:
+                emit: tuple[int, int] | None = None, pooling: TilePooling | None = None,
+                motion: dict[tuple[int, int], Tensor] | None = None) -> Tensor:
         """Restore the window; ``emit = (first, stop)`` returns only frames ``first .. stop - 1`` of it
         (identical to slicing the full output: every frame still informs the propagation, but the
         forward pass stops at the last emitted frame and only emitted frames are reconstructed).
@@ -186,7 +210,9 @@ class PixelEnhancer(nn.Module):
         ``pooling`` is for tiled runs (:func:`semlens.tiling.tiled_forward`): ``frames`` are a tile
         of the window and the token pooling (ISEE's, and a pooled model's own tokens) takes the rest
         of the frame from it. When it wants no
-        output (a gathering pass), nothing is reconstructed and an empty tensor is returned."""
+        output (a gathering pass), nothing is reconstructed and an empty tensor is returned.
+        ``motion``, for tiled runs too, gives the tile's crop of the whole frame's motion fields
+        (:meth:`motion_fields`) instead of matching blocks inside the tile."""
         self._check(frames, semantics)
         b, t, _, h, w = frames.shape
         first, stop = (0, t) if emit is None else emit
@@ -223,7 +249,7 @@ class PixelEnhancer(nn.Module):
             else:
                 aligned, maps = self._aligned(
                     self.backward_branch, feats[i], feats[i + 1], hidden, align_ids(i), align_ids(i + 1),
-                    self._offsets(frames, i, i + 1, ids))
+                    self._offsets(frames, i, i + 1, ids, motion))
             backward_maps[i] = maps
             x, tok = self._step(self.backward_branch, [feats[i], aligned], [maps], tokens[:, i] + memory,
                                 valid[:, i], frame_ids(i), semantic, pooling)
@@ -246,7 +272,7 @@ class PixelEnhancer(nn.Module):
             else:
                 aligned, maps = self._aligned(
                     self.forward_branch, feats[i], feats[i - 1], hidden, align_ids(i), align_ids(i - 1),
-                    self._offsets(frames, i, i - 1, ids))
+                    self._offsets(frames, i, i - 1, ids, motion))
             x, tok = self._step(self.forward_branch, [feats[i], aligned, backward[i]], [maps, backward_maps[i]],
                                 tokens[:, i] + memory, valid[:, i], frame_ids(i), semantic, pooling)
             backward_maps[i] = None

@@ -125,15 +125,14 @@ _REGISTRY: dict[str, ModelSpec] | None = None
 def _register_all() -> dict[str, ModelSpec]:
     """Create every spec. This is the one place where models are registered."""
     from semlens.enhancer.config import EnhancerConfig
-    from semlens.semantics.registry import extractor_dims
     from semlens.semantics.sam_variants import SAM_VARIANTS
 
-    lite_dims = extractor_dims("lite")
-
     # sha256 of the shipped files (checked when they are loaded).
+    # The defaults pool their own tokens and centre IMAGE on block-matched motion (warm-started from
+    # the first defaults, which read the lite extractor's tokens: benchmarks/results/bi/first-*).
     tiny_sha256 = {
-        2: "e65056977f3eddf3bf8c29aa8cfc94122b9f08e111ab3718e9469c20d53ea6c4",
-        4: "85a652d9b91a9783315775974d96825f144ed1ed3385e68a95a031a97df5dfb5",
+        2: "90fbe0b5e101030dd021b796668822b9f32ac48e154c24cddf4fb75d720a50f4",
+        4: "603dc867adb5d10721ffaa84895f684b7b551f28754c27436b93a857f0a1530a",
     }
 
     def bundled_tiny(name: str, description: str, scale: int, window: int, sha256: str | None,
@@ -156,8 +155,8 @@ def _register_all() -> dict[str, ModelSpec]:
         )
 
     def tiny(scale: int) -> ModelSpec:
-        return bundled_tiny(f"semlens-tiny-x{scale}", f"Tiny Semantic Lens network (x{scale}), CPU friendly, lite extractor",
-                            scale, 12, tiny_sha256.get(scale), instance_dim=lite_dims[0], global_dim=lite_dims[1])
+        return bundled_tiny(f"semlens-tiny-x{scale}", f"Tiny Semantic Lens network (x{scale}), CPU friendly, any extractor",
+                            scale, 12, tiny_sha256.get(scale), token_source="pooled", motion_search=8)
 
     def sam(variant: str, filename: str, size: int | None, sha256: str, approx_size: int | None = None) -> ModelSpec:
         name = SAM_VARIANTS[variant].extractor_name  # "sam-vit-b": names come from the variant table
