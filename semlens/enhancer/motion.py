@@ -132,46 +132,27 @@ def block_offsets(reference: Tensor, support: Tensor, reach: int, ids: Tensor | 
     return torch.where(enough, own, field).contiguous()
 
 
-def _shifter(x: Tensor, reach: int) -> Callable[[int, int], Tensor]:
-    """A function ``(dy, dx) -> x read at (y + dy, x + dx)``, clamped to the frame's edge, for
-    ``|dy|, |dx| <= reach``: float tensors are edge-padded once and each shift is a view of it."""
-    h, w = x.shape[-2:]
-    if x.is_floating_point():
-        padded = F.pad(x, (reach,) * 4, mode="replicate")
-        return lambda dy, dx: padded[..., reach + dy:reach + dy + h, reach + dx:reach + dx + w]
-
-    def select(dy: int, dx: int) -> Tensor:
-        rows = (torch.arange(h, device=x.device) + dy).clamp_(0, h - 1)
-        cols = (torch.arange(w, device=x.device) + dx).clamp_(0, w - 1)
-        return x.index_select(-2, rows).index_select(-1, cols)
-    return select
-
-
 class ShiftPlan:
     """How to read tensors at the displacements of one integer field ``offsets`` ``(B, 2, h, w)``:
-    its distinct displacements and where each applies, found once and used for every tensor laid
-    out like the field (a neighbour's features, hidden state and instance ids)."""
+    the flat source index of every pixel (clamped to the frame's edge), found once and used for
+    every tensor laid out like the field (a neighbour's features, hidden state and instance ids).
+    One gather per tensor, whatever the number of distinct displacements (footage with many moving
+    regions has dozens)."""
 
     def __init__(self, offsets: Tensor) -> None:
-        corners = offsets[:, :, ::BLOCK, ::BLOCK]
-        # Block-constant fields (those of block_offsets) are described exactly by their block corners.
-        block_constant = torch.equal(corners.repeat_interleave(BLOCK, 2).repeat_interleave(BLOCK, 3)[
-            :, :, :offsets.shape[2], :offsets.shape[3]], offsets)
-        distinct = torch.unique((corners if block_constant else offsets).permute(0, 2, 3, 1).reshape(-1, 2), dim=0)
-        self.pairs: list[tuple[int, int]] = [(dy, dx) for dy, dx in distinct.tolist()]
-        self.reach = max(max(abs(dy), abs(dx)) for dy, dx in self.pairs)
-        # Where each displacement after the first applies, (B, 1, h, w); the first is the base.
-        self.where = [((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).unsqueeze(1) for dy, dx in self.pairs[1:]]
+        b, _, h, w = offsets.shape
+        rows = (torch.arange(h, device=offsets.device).view(1, h, 1) + offsets[:, 0]).clamp_(0, h - 1)
+        cols = (torch.arange(w, device=offsets.device).view(1, 1, w) + offsets[:, 1]).clamp_(0, w - 1)
+        self.index = (rows * w + cols).view(b, 1, h * w)  # (B, 1, h*w)
 
     def __call__(self, x: Tensor) -> Tensor:
         """``x`` ``(B, C, h, w)`` (or ``(B, h, w)``) read at ``(y + dy, x + dx)``, clamped to the edge."""
         squeeze = x.dim() == 3
         if squeeze:
             x = x.unsqueeze(1)
-        shift = _shifter(x, self.reach)
-        out = shift(*self.pairs[0])
-        for (dy, dx), here in zip(self.pairs[1:], self.where):
-            out = torch.where(here, shift(dy, dx), out)
+        b, c, h, w = x.shape
+        flat = x.reshape(b, c, h * w)
+        out = flat.gather(2, self.index.expand(b, c, h * w)).view(b, c, h, w)
         return out[:, 0] if squeeze else out
 
 
