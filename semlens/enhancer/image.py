@@ -24,10 +24,18 @@ from torch import Tensor, nn
 
 from semlens.enhancer.blocks import MASKED_LOGIT
 
-__all__ = ["ImplicitMaskedAlignment", "REACH_MAPS"]
+__all__ = ["ImplicitMaskedAlignment", "REACH_MAPS", "no_reach_maps"]
 
 #: Channels of :meth:`ImplicitMaskedAlignment.reach_maps`.
 REACH_MAPS = 2
+
+
+def no_reach_maps(like: Tensor) -> Tensor:
+    """The reach maps that carry nothing (no instance ids, or nothing aligned): ``(B, 2, h, w)``
+    zeros in channel 0 and ones in channel 1, in ``like``'s dtype and device."""
+    maps = like.new_zeros(like.shape[0], REACH_MAPS, *like.shape[2:])
+    maps[:, 1] = 1.0
+    return maps
 
 
 class ImplicitMaskedAlignment(nn.Module):
@@ -119,11 +127,9 @@ class ImplicitMaskedAlignment(nn.Module):
         instance is in its window of the support frame (covered or uncovered between the frames),
         channel 1 the share of the window's positions inside the frame that hold the query's
         instance. Without ids (or with one instance away from the frame's edge): 0 and 1."""
-        b, _, h, w = like.shape
+        h, w = like.shape[-2:]
         if reference_ids is None or support_ids is None:
-            maps = like.new_zeros(b, REACH_MAPS, h, w)
-            maps[:, 1] = 1.0
-            return maps
+            return no_reach_maps(like)
         same = self._same(reference_ids, support_ids)
         inside = (~self._outside(h, w, like.device)).sum(dim=1, keepdim=True).to(like.dtype)
         missing = (~same.any(dim=1, keepdim=True)).to(like.dtype)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from semlens.enhancer.blocks import residual_stack
 from semlens.enhancer.config import EnhancerConfig
-from semlens.enhancer.image import REACH_MAPS, ImplicitMaskedAlignment
+from semlens.enhancer.image import REACH_MAPS, ImplicitMaskedAlignment, no_reach_maps
 from semlens.enhancer.isee import EventAggregator, TilePooling
 from semlens.enhancer.motion import ShiftPlan, block_offsets
 from semlens.enhancer.space import SPACEBlock
@@ -153,19 +153,12 @@ class PixelEnhancer(nn.Module):
                  motion: ShiftPlan | None = None) -> tuple[Tensor, Tensor | None]:
         """``hidden`` aligned to this frame, and its reach maps (None unless the branch reads them)."""
         if branch.align is None:
-            return hidden, (self._no_maps(hidden) if branch.occlusion is not None else None)
+            return hidden, (no_reach_maps(hidden) if branch.occlusion is not None else None)
         if motion is not None:  # centre IMAGE's window on the block-matched motion
             sup, hidden = motion(sup), motion(hidden)
             sup_ids = None if sup_ids is None else motion(sup_ids)
         maps = branch.align.reach_maps(ref_ids, sup_ids, hidden) if branch.occlusion is not None else None
         return branch.align(ref, sup, hidden, ref_ids, sup_ids), maps
-
-    @staticmethod
-    def _no_maps(like: Tensor) -> Tensor:
-        """The reach maps of a state that nothing was aligned into (as with no instance ids)."""
-        maps = like.new_zeros(like.shape[0], REACH_MAPS, *like.shape[2:])
-        maps[:, 1] = 1.0
-        return maps
 
     def _offsets(self, frames: Tensor, i: int, j: int, ids: Tensor | None = None,
                  given: dict[tuple[int, int], Tensor] | None = None) -> ShiftPlan | None:
@@ -175,12 +168,14 @@ class PixelEnhancer(nn.Module):
         ``given`` holds fields already made (a tile's crop of the whole frame's)."""
         if self.config.motion_search <= 0 or not self.config.use_image:
             return None
-        if given is not None:
-            offsets = given[(i, j)]
-        else:
-            ref_ids = ids[:, i] if (ids is not None and self.config.instance_motion) else None
-            offsets = block_offsets(frames[:, i], frames[:, j], self.config.motion_search, ref_ids)
+        offsets = given[(i, j)] if given is not None else self._field(frames, i, j, ids)
         return ShiftPlan(offsets) if bool(offsets.any()) else None
+
+    def _field(self, frames: Tensor, i: int, j: int, ids: Tensor | None) -> Tensor:
+        """The block-matched field from frame ``i`` to frame ``j`` (per instance of ``ids`` when the
+        configuration asks for that)."""
+        ref_ids = ids[:, i] if (ids is not None and self.config.instance_motion) else None
+        return block_offsets(frames[:, i], frames[:, j], self.config.motion_search, ref_ids)
 
     def motion_fields(self, frames: Tensor, semantics: Semantics | None = None,
                       stop: int | None = None) -> dict[tuple[int, int], Tensor] | None:
@@ -194,11 +189,7 @@ class PixelEnhancer(nn.Module):
         stop = t if stop is None else stop
         ids = semantics.masks if semantics is not None else None
         pairs = [(i, i + 1) for i in range(t - 1)] + [(i, i - 1) for i in range(1, stop)]
-        fields = {}
-        for i, j in pairs:
-            ref_ids = ids[:, i] if (ids is not None and self.config.instance_motion) else None
-            fields[(i, j)] = block_offsets(frames[:, i], frames[:, j], self.config.motion_search, ref_ids)
-        return fields
+        return {(i, j): self._field(frames, i, j, ids) for i, j in pairs}
 
     def forward(self, frames: Tensor, semantics: Semantics | None = None,
                 emit: tuple[int, int] | None = None, pooling: TilePooling | None = None,
@@ -245,7 +236,7 @@ class PixelEnhancer(nn.Module):
         memory = torch.zeros_like(tokens[:, 0])
         for i in reversed(range(t)):
             if i == t - 1:
-                aligned, maps = hidden, (self._no_maps(hidden) if occlusion else None)
+                aligned, maps = hidden, (no_reach_maps(hidden) if occlusion else None)
             else:
                 aligned, maps = self._aligned(
                     self.backward_branch, feats[i], feats[i + 1], hidden, align_ids(i), align_ids(i + 1),
@@ -268,7 +259,7 @@ class PixelEnhancer(nn.Module):
         hidden = torch.zeros_like(feats[0])
         for i in range(stop):
             if i == 0:
-                aligned, maps = hidden, (self._no_maps(hidden) if occlusion else None)
+                aligned, maps = hidden, (no_reach_maps(hidden) if occlusion else None)
             else:
                 aligned, maps = self._aligned(
                     self.forward_branch, feats[i], feats[i - 1], hidden, align_ids(i), align_ids(i - 1),
