@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semlens.enhancer import EnhancerConfig, PixelEnhancer
-from semlens.enhancer.motion import BLOCK, block_offsets, shift_by_offsets
+from semlens.enhancer import EnhancerConfig, PixelEnhancer, motion
+from semlens.enhancer.motion import BLOCK, ShiftPlan, block_offsets, shift_by_offsets
 from semlens.tiling import receptive_radius
 
 
@@ -86,6 +86,46 @@ def object_on_background(dy: int, dx: int) -> tuple[torch.Tensor, torch.Tensor, 
     moved[20 + dy:44 + dy, 10 + dx:30 + dx] = True
     support[..., moved] = thing[..., 8 - dy:72 - dy, 8 - dx:72 - dx][..., moved]
     return reference, support, ids
+
+
+@pytest.mark.parametrize("with_ids", [False, True])
+def test_matching_in_batches_of_candidates_gives_the_field_of_one_batch(monkeypatch: pytest.MonkeyPatch,
+                                                                       with_ids: bool) -> None:
+    reference = torch.cat([texture(50, 70, 4), texture(50, 70, 5)])
+    support = torch.roll(reference, (3, -5), (2, 3)) * 0.9
+    support[1] = texture(50, 70, 6)[0]  # a pair with no true match: many near-ties
+    ids = None
+    if with_ids:
+        ids = torch.zeros(2, 50, 70, dtype=torch.long)
+        ids[:, 10:30, 20:45] = 1
+        ids[1, 30:, :30] = 2
+    whole = block_offsets(reference, support, reach=8, ids=ids)  # all 81 candidates at once
+    assert whole.any()
+    for values in (1, 25 * 35 * 2 * 3 * 7):  # one candidate at a time; seven at a time
+        monkeypatch.setattr(motion, "_BATCH_ELEMENTS", values)
+        assert torch.equal(block_offsets(reference, support, reach=8, ids=ids), whole)
+
+
+def test_a_shift_plan_reads_channels_last_tensors_as_plain_ones() -> None:
+    g = torch.Generator().manual_seed(0)
+    offsets = torch.randint(-5, 6, (3, 2, 20, 30), generator=g)
+    plan = ShiftPlan(offsets)
+    x = torch.randn(3, 7, 20, 30, generator=g)
+    last = x.contiguous(memory_format=torch.channels_last)
+    assert not last.is_contiguous()
+    shifted = plan(last)
+    assert torch.equal(shifted, plan(x)) and shifted.is_contiguous()  # laid out as a gather's output
+    rows = (torch.arange(20).view(1, 20, 1) + offsets[:, 0]).clamp(0, 19)
+    cols = (torch.arange(30).view(1, 1, 30) + offsets[:, 1]).clamp(0, 29)
+    for b in range(3):
+        assert torch.equal(shifted[b], x[b][:, rows[b], cols[b]])
+    # Gradients reach the same positions whichever way the tensor was laid out.
+    grads = []
+    for inp in (x, last):
+        leaf = inp.clone().requires_grad_()
+        (plan(leaf) * shifted).sum().backward()
+        grads.append(leaf.grad)
+    assert torch.allclose(grads[0], grads[1])
 
 
 def test_per_instance_matching_separates_an_object_from_the_background_in_shared_blocks() -> None:

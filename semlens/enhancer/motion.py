@@ -28,6 +28,9 @@ MOTION_SEARCH_LIMIT = 32
 # A displacement must beat zero motion by this share of the block's mean absolute difference to
 # be taken: flat or noisy regions keep the window where it is.
 _ZERO_PREFERENCE = 0.02
+# Values per batch of candidate displacements in the matching (16 MB of float32): a 320x180 frame
+# takes all 81 candidates of reach 8 at once, a 4K frame a few at a time.
+_BATCH_ELEMENTS = 1 << 22
 
 
 def _luma_half(frames: Tensor) -> Tensor:
@@ -38,26 +41,32 @@ def _luma_half(frames: Tensor) -> Tensor:
 
 
 def _shift_costs(reference: Tensor, support: Tensor, reach: int,
-                 pools: Sequence[Callable[[Tensor], Tensor]]) -> tuple[list[Tensor], list[tuple[int, int]]]:
+                 pools: Sequence[Callable[[Tensor], Tensor]],
+                 widths: Sequence[int]) -> tuple[list[Tensor], list[tuple[int, int]]]:
     """Matching cost of every candidate displacement over the regions of each of ``pools`` (each
-    reduces a ``(B, 1, hh, ww)`` map of half-resolution pixels to its regions), one ``(B, K, ...)``
-    tensor per pool, and the candidates in half-resolution pixels. The difference map of each
-    candidate is made once and pooled by every pool. Regions whose match would lie mostly outside
-    the frame get an infinite cost; zero motion is favoured on near-ties (flat regions have no
-    motion to find)."""
+    reduces a ``(B, K, hh, ww)`` stack of half-resolution maps, one per candidate, to
+    ``(B, K, ...)`` per region), one ``(B, K, ...)`` tensor per pool, and the candidates in
+    half-resolution pixels. ``widths``: how many maps each pool makes of one (its memory per
+    candidate). The candidates go through in a few large batches, not one by one: each costs a
+    handful of whole-tensor operations, bounded to :data:`_BATCH_ELEMENTS` values. Regions whose
+    match would lie mostly outside the frame get an infinite cost; zero motion is favoured on
+    near-ties (flat regions have no motion to find)."""
     ref, sup = _luma_half(reference), _luma_half(support)
-    hh, ww = ref.shape[-2:]
+    b, _, hh, ww = ref.shape
     half_reach = max(1, reach // 2)
     padded = F.pad(sup, (half_reach,) * 4)
     inside = F.pad(torch.ones_like(sup), (half_reach,) * 4)
     wholes = [pool(torch.ones_like(ref)) for pool in pools]  # each region's size
-    costs: list[list[Tensor]] = [[] for _ in pools]
     shifts = [(dy, dx) for dy in range(-half_reach, half_reach + 1) for dx in range(-half_reach, half_reach + 1)]
-    for dy, dx in shifts:
-        rows = slice(half_reach + dy, half_reach + dy + hh)
-        cols = slice(half_reach + dx, half_reach + dx + ww)
-        valid = inside[:, :, rows, cols]
-        difference = (padded[:, :, rows, cols] - ref).abs() * valid
+    step = max(1, _BATCH_ELEMENTS // (b * hh * ww * max(widths)))
+    costs: list[list[Tensor]] = [[] for _ in pools]
+    for start in range(0, len(shifts), step):
+        batch = shifts[start:start + step]
+        windows = [(slice(half_reach + dy, half_reach + dy + hh), slice(half_reach + dx, half_reach + dx + ww))
+                   for dy, dx in batch]
+        valid = torch.cat([inside[:, :, rows, cols] for rows, cols in windows], dim=1)  # (B, k, hh, ww)
+        moved = torch.cat([padded[:, :, rows, cols] for rows, cols in windows], dim=1)
+        difference = (moved - ref).abs_().mul_(valid)
         for pool, whole, out in zip(pools, wholes, costs):
             # Mean difference over the region's pixels whose match lies inside the frame.
             diff, share = pool(difference), pool(valid)
@@ -65,7 +74,7 @@ def _shift_costs(reference: Tensor, support: Tensor, reach: int,
     zero = shifts.index((0, 0))
     stacked = []
     for out in costs:
-        cost = torch.stack(out, dim=1)
+        cost = torch.cat(out, dim=1)
         finite = torch.where(cost.isfinite(), cost, 0.0)
         cost[:, zero] -= _ZERO_PREFERENCE * finite.sum(dim=1) / cost.isfinite().sum(dim=1).clamp_min(1) + 1e-6
         stacked.append(cost)
@@ -106,9 +115,9 @@ def block_offsets(reference: Tensor, support: Tensor, reach: int, ids: Tensor | 
     block = BLOCK // 2  # in half-resolution pixels
 
     def per_block(x: Tensor) -> Tensor:
-        return F.avg_pool2d(x, block, ceil_mode=True).squeeze(1)  # (B, by, bx)
+        return F.avg_pool2d(x, block, ceil_mode=True)  # (B, K, hh, ww) -> (B, K, by, bx)
 
-    pools = [per_block]
+    pools, widths = [per_block], [1]
     index, n = None, 1
     if ids is not None:
         _, index = torch.unique(ids, return_inverse=True)  # instance index 0..n-1 per pixel
@@ -118,10 +127,13 @@ def block_offsets(reference: Tensor, support: Tensor, reach: int, ids: Tensor | 
         half = F.avg_pool2d(F.one_hot(index, n).permute(0, 3, 1, 2).float(), 2, ceil_mode=True)  # (B, n, hh, ww)
 
         def per_instance(x: Tensor) -> Tensor:
-            # x (B, 1, hh, ww) -> (B, n, by, bx): means over each instance's pixels of each block.
-            return F.avg_pool2d(x * half, block, ceil_mode=True)
+            # x (B, K, hh, ww) -> (B, K, n, by, bx): means over each instance's pixels of each block.
+            k = x.shape[1]
+            pooled = F.avg_pool2d((x.unsqueeze(2) * half.unsqueeze(1)).flatten(1, 2), block, ceil_mode=True)
+            return pooled.unflatten(1, (k, n))
         pools.append(per_instance)
-    costs, shifts = _shift_costs(reference, support, reach, pools)
+        widths.append(n)
+    costs, shifts = _shift_costs(reference, support, reach, pools, widths)
     field = _per_pixel(_best(costs[0], shifts, reach).permute(0, 3, 1, 2), h, w)  # (B, 2, h, w)
     if index is None or n == 1:  # no ids, or one instance: the block field
         return field.contiguous()
@@ -137,13 +149,23 @@ class ShiftPlan:
     the flat source index of every pixel (clamped to the frame's edge), found once and used for
     every tensor laid out like the field (a neighbour's features, hidden state and instance ids).
     One gather per tensor, whatever the number of distinct displacements (footage with many moving
-    regions has dozens)."""
+    regions has dozens). A channels-last tensor moves whole pixels (its channels are contiguous; a
+    gather over its channel planes would first copy it to planes), and the result is laid out in
+    planes like a gather's, so what reads it computes exactly what it did."""
 
     def __init__(self, offsets: Tensor) -> None:
         b, _, h, w = offsets.shape
         rows = (torch.arange(h, device=offsets.device).view(1, h, 1) + offsets[:, 0]).clamp_(0, h - 1)
         cols = (torch.arange(w, device=offsets.device).view(1, 1, w) + offsets[:, 1]).clamp_(0, w - 1)
         self.index = (rows * w + cols).view(b, 1, h * w)  # (B, 1, h*w)
+        self._pixels: Tensor | None = None  # the same, as rows of all B frames' pixels stacked
+
+    def _pixel_index(self) -> Tensor:
+        if self._pixels is None:
+            b, _, hw = self.index.shape
+            start = torch.arange(b, device=self.index.device).view(b, 1, 1) * hw
+            self._pixels = (self.index + start).view(b * hw)
+        return self._pixels
 
     def __call__(self, x: Tensor) -> Tensor:
         """``x`` ``(B, C, h, w)`` (or ``(B, h, w)``) read at ``(y + dy, x + dx)``, clamped to the edge."""
@@ -151,6 +173,9 @@ class ShiftPlan:
         if squeeze:
             x = x.unsqueeze(1)
         b, c, h, w = x.shape
+        if c > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            pixels = x.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view: one row per pixel
+            return pixels.index_select(0, self._pixel_index()).view(b, h, w, c).permute(0, 3, 1, 2).contiguous()
         flat = x.reshape(b, c, h * w)
         out = flat.gather(2, self.index.expand(b, c, h * w)).view(b, c, h, w)
         return out[:, 0] if squeeze else out
