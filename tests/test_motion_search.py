@@ -106,7 +106,7 @@ def test_matching_in_batches_of_candidates_gives_the_field_of_one_batch(monkeypa
         assert torch.equal(block_offsets(reference, support, reach=8, ids=ids), whole)
 
 
-def test_a_shift_plan_reads_channels_last_tensors_as_plain_ones() -> None:
+def test_a_shift_plan_moves_channels_last_tensors_as_it_moves_plain_ones() -> None:
     g = torch.Generator().manual_seed(0)
     offsets = torch.randint(-5, 6, (3, 2, 20, 30), generator=g)
     plan = ShiftPlan(offsets)
@@ -114,7 +114,8 @@ def test_a_shift_plan_reads_channels_last_tensors_as_plain_ones() -> None:
     last = x.contiguous(memory_format=torch.channels_last)
     assert not last.is_contiguous()
     shifted = plan(last)
-    assert torch.equal(shifted, plan(x)) and shifted.is_contiguous()  # laid out as a gather's output
+    assert torch.equal(shifted, plan(x))
+    assert shifted.is_contiguous(memory_format=torch.channels_last) and plan(x).is_contiguous()
     rows = (torch.arange(20).view(1, 20, 1) + offsets[:, 0]).clamp(0, 19)
     cols = (torch.arange(30).view(1, 1, 30) + offsets[:, 1]).clamp(0, 29)
     for b in range(3):

@@ -149,9 +149,9 @@ class ShiftPlan:
     the flat source index of every pixel (clamped to the frame's edge), found once and used for
     every tensor laid out like the field (a neighbour's features, hidden state and instance ids).
     One gather per tensor, whatever the number of distinct displacements (footage with many moving
-    regions has dozens). A channels-last tensor moves whole pixels (its channels are contiguous; a
-    gather over its channel planes would first copy it to planes), and the result is laid out in
-    planes like a gather's, so what reads it computes exactly what it did."""
+    regions has dozens). A channels-last tensor moves whole pixels (its channels are contiguous) and
+    stays channels-last: copying it to planes, for a gather or after one, costs several times the
+    move itself on a CPU."""
 
     def __init__(self, offsets: Tensor) -> None:
         b, _, h, w = offsets.shape
@@ -175,7 +175,7 @@ class ShiftPlan:
         b, c, h, w = x.shape
         if c > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             pixels = x.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view: one row per pixel
-            return pixels.index_select(0, self._pixel_index()).view(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+            return pixels.index_select(0, self._pixel_index()).view(b, h, w, c).permute(0, 3, 1, 2)
         flat = x.reshape(b, c, h * w)
         out = flat.gather(2, self.index.expand(b, c, h * w)).view(b, c, h, w)
         return out[:, 0] if squeeze else out
