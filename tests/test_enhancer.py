@@ -133,6 +133,34 @@ def test_image_isolates_instances() -> None:
     assert not torch.allclose(unmasked_before[..., 4:6], unmasked_after[..., 4:6])
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_image_in_strips_of_rows_computes_the_whole_frame(monkeypatch: pytest.MonkeyPatch, masked: bool) -> None:
+    """On a CPU at inference IMAGE attends in strips of rows; each pixel gets the arithmetic of
+    the whole-frame pass (to the last bit of a vectorised softmax at a strip's end: the odd
+    width puts strip ends inside vectors) and of the training path, at the frame's top and
+    bottom too."""
+    from semlens.enhancer import image
+
+    torch.manual_seed(0)
+    align = ImplicitMaskedAlignment(channels=8, align_dim=4, radius=2)
+    h, w = 23, 19
+    ref, sup, value = torch.randn(1, 8, h, w), torch.randn(1, 8, h, w), torch.randn(1, 8, h, w)
+    ids = torch.randint(0, 3, (1, h, w)) if masked else None
+    sup_ids = torch.roll(ids, 2, dims=1) if ids is not None else None
+    with torch.no_grad():
+        monkeypatch.setattr(image, "_STRIP_ROWS", 1000)  # one strip: the whole frame
+        whole = align(ref, sup, value, ids, sup_ids)
+        outs = []
+        for rows in (1, 5, 7):
+            monkeypatch.setattr(image, "_STRIP_ROWS", rows)
+            outs.append(align(ref, sup, value, ids, sup_ids))
+    for out in outs:
+        torch.testing.assert_close(out, whole, rtol=0, atol=5e-7)
+    trained = align(ref, sup, value, ids, sup_ids)  # gradients on: the stacked whole-frame path
+    assert trained.requires_grad
+    torch.testing.assert_close(trained.detach(), whole, rtol=0, atol=1e-6)
+
+
 def test_deterministic_and_state_dict_round_trip(tmp_path) -> None:
     model = tiny(4)
     x = torch.rand(1, 3, 3, 9, 11)

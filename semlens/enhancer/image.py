@@ -28,6 +28,9 @@ __all__ = ["ImplicitMaskedAlignment", "REACH_MAPS", "no_reach_maps"]
 
 #: Channels of :meth:`ImplicitMaskedAlignment.reach_maps`.
 REACH_MAPS = 2
+# Rows per strip when IMAGE runs on a CPU at inference (a 32-channel strip of a 720p row set is
+# about 3.7 MB: the size of the caches the strip's displacements reuse).
+_STRIP_ROWS = 24
 
 
 def no_reach_maps(like: Tensor) -> Tensor:
@@ -83,44 +86,71 @@ class ImplicitMaskedAlignment(nn.Module):
         Returns:
             ``(B, Cv, h, w)``: ``value`` aligned to the reference frame.
         """
-        b, _, h, w = reference.shape
-        r = self.radius
-        pad = (r, r, r, r)
-        shifts = self._shifts()
+        h = reference.shape[-2]
+        pad = (self.radius,) * 4
         # Matching runs on plain (NCHW) layouts: the channel sums below reduce over a strided axis.
         q = (self.query(reference) * self.scale).contiguous()  # (B, A, h, w)
         keys = F.pad(self.key(support).contiguous(), pad)
+        values = F.pad(value, pad)
+        masked = reference_ids is not None and support_ids is not None
+        sup_ids = self._pad_ids(support_ids) if masked else None
+        out = torch.zeros_like(value)
+        # On a CPU at inference the frame goes through in strips of rows: each strip's logits,
+        # attention and output stay in the caches across the window's displacements. Each pixel
+        # gets the same arithmetic; only where a strip ends inside a vector of the softmax's
+        # vectorised loop may its last bit differ. Training, GPUs and compiled graphs take the
+        # frame at once.
+        whole = torch.is_grad_enabled() or q.device.type != "cpu" or torch.compiler.is_compiling()
+        step = h if whole else _STRIP_ROWS
+        for top in range(0, h, step):
+            self._attend(q, keys, values, reference_ids if masked else None, sup_ids, top, min(h, top + step), out)
+        return out
+
+    def _attend(self, q: Tensor, keys: Tensor, values: Tensor, reference_ids: Tensor | None,
+                sup_ids: Tensor | None, top: int, bottom: int, out: Tensor) -> None:
+        """Rows ``top .. bottom - 1`` of the aligned values, added into ``out``: queries ``q``
+        ``(B, A, h, w)``, ``keys`` and ``values`` padded by the radius, ``sup_ids`` the padded
+        support ids (None for unmasked attention)."""
+        b, _, h, w = q.shape
+        shifts = self._shifts()
+        rows = slice(top, bottom)
+        qs = q[:, :, rows]
         # One displacement at a time: no (K x A x h x w) tensor is ever materialised. Inference
         # writes into preallocated buffers (out= does not record gradients, so training stacks).
         if torch.is_grad_enabled():
-            logits = torch.stack([(q * keys[:, :, dy:dy + h, dx:dx + w]).sum(dim=1) for dy, dx in shifts], dim=1)
+            logits = torch.stack([(qs * keys[:, :, top + dy:bottom + dy, dx:dx + w]).sum(dim=1)
+                                  for dy, dx in shifts], dim=1)
         else:
-            logits = q.new_empty(b, len(shifts), h, w)
-            product = torch.empty_like(q)
+            logits = q.new_empty(b, len(shifts), bottom - top, w)
+            product = torch.empty_like(qs)
             for k, (dy, dx) in enumerate(shifts):
-                torch.sum(torch.mul(q, keys[:, :, dy:dy + h, dx:dx + w], out=product), dim=1, out=logits[:, k])
+                torch.sum(torch.mul(qs, keys[:, :, top + dy:bottom + dy, dx:dx + w], out=product), dim=1,
+                          out=logits[:, k])
         logits = logits + self.position_bias.to(logits.dtype)[None, :, None, None]
 
         # Positions outside the frame never take part; with instance ids, a query only looks at its
         # own instance (where its instance is in reach at all, else at every position in the frame).
-        logits.masked_fill_(self._outside(h, w, q.device), MASKED_LOGIT)
-        if reference_ids is not None and support_ids is not None:
-            same = self._same(reference_ids, support_ids)
+        logits.masked_fill_(self._outside(h, w, q.device)[:, :, rows], MASKED_LOGIT)
+        if reference_ids is not None and sup_ids is not None:
+            same = self._same(reference_ids[:, rows], sup_ids, top)
             has_match = same.any(dim=1, keepdim=True)
             logits.masked_fill_(has_match & ~same, MASKED_LOGIT)
-        attn = torch.softmax(logits, dim=1)  # (B, K, h, w)
-        values = F.pad(value, pad)
-        out = torch.zeros_like(value)
+        attn = torch.softmax(logits, dim=1)  # (B, K, rows, w)
+        target = out if bottom - top == h else out[:, :, rows]
         for k, (dy, dx) in enumerate(shifts):
-            out.addcmul_(attn[:, k:k + 1], values[:, :, dy:dy + h, dx:dx + w])
-        return out
+            target.addcmul_(attn[:, k:k + 1], values[:, :, top + dy:bottom + dy, dx:dx + w])
 
-    def _same(self, reference_ids: Tensor, support_ids: Tensor) -> Tensor:
-        """``(B, K, h, w)`` bool: displacement ``k`` of a pixel lands on its own instance."""
-        h, w = reference_ids.shape[-2:]
-        r = self.radius
-        sup = F.pad(support_ids, (r, r, r, r), value=-1)  # -1 matches no instance
-        return torch.stack([sup[:, dy:dy + h, dx:dx + w] == reference_ids for dy, dx in self._shifts()], dim=1)
+    def _pad_ids(self, support_ids: Tensor) -> Tensor:
+        """The support frame's ids padded by the radius with -1 (which matches no instance)."""
+        return F.pad(support_ids, (self.radius,) * 4, value=-1)
+
+    def _same(self, reference_ids: Tensor, sup_ids: Tensor, top: int = 0) -> Tensor:
+        """``(B, K, rows, w)`` bool: displacement ``k`` of a pixel in rows ``top ..`` of the
+        reference (``reference_ids``, those rows) lands on its own instance in the padded support
+        ids ``sup_ids``."""
+        rows, w = reference_ids.shape[-2:]
+        return torch.stack([sup_ids[:, top + dy:top + dy + rows, dx:dx + w] == reference_ids
+                            for dy, dx in self._shifts()], dim=1)
 
     def reach_maps(self, reference_ids: Tensor | None, support_ids: Tensor | None, like: Tensor) -> Tensor:
         """``(B, 2, h, w)`` in ``like``'s dtype: channel 0 is 1 where no pixel of the query's
@@ -130,7 +160,7 @@ class ImplicitMaskedAlignment(nn.Module):
         h, w = like.shape[-2:]
         if reference_ids is None or support_ids is None:
             return no_reach_maps(like)
-        same = self._same(reference_ids, support_ids)
+        same = self._same(reference_ids, self._pad_ids(support_ids))
         inside = (~self._outside(h, w, like.device)).sum(dim=1, keepdim=True).to(like.dtype)
         missing = (~same.any(dim=1, keepdim=True)).to(like.dtype)
         share = same.sum(dim=1, keepdim=True).to(like.dtype) / inside
