@@ -167,6 +167,30 @@ def test_card_ablation_section_is_replaced_not_duplicated() -> None:
     assert replace_ablations("# card\n", section).count("## Ablations (new)") == 1
 
 
+def test_card_ablation_rows_show_each_clip_and_flicker_when_every_report_has_them() -> None:
+    from semlens.train.card import render_ablations
+
+    def report(name: str, a: float, b: float, tpsnr: float | None = 33.0) -> dict:
+        clips = [{"clip": "a.mp4", "psnr": {"bicubic": 30.0, name: a}},
+                 {"clip": "b.mp4", "psnr": {"bicubic": 28.0, name: b}}]
+        mean = {"psnr": {"bicubic": 29.0, name: (a + b) / 2}, "ssim": {"bicubic": 0.8, name: 0.9}}
+        if tpsnr is not None:
+            mean["tpsnr"] = {"bicubic": 31.0, name: tpsnr}
+        return {"model": name, "clips": clips, "mean": mean}
+
+    rows = render_ablations({"full": report("m", 32.0, 30.5), "T=1": report("runs/t1/model", 31.5, 30.25)}, "cmd")
+    assert rows[4] == "| variant | a.mp4 | b.mp4 | mean PSNR-Y | gain over bicubic | mean SSIM-Y | mean tPSNR-Y |"
+    assert "| full | 32.00 | 30.50 | 31.25 | +2.25 | 0.9000 | 33.00 |" in rows
+    assert "| T=1 | 31.50 | 30.25 | 30.88 | +1.88 | 0.9000 | 33.00 |" in rows
+    # A report without tPSNR, or with other clips, drops those columns for every row.
+    rows = render_ablations({"full": report("m", 32.0, 30.5), "old": report("o", 31.0, 30.0, None)}, "cmd")
+    assert rows[4] == "| variant | a.mp4 | b.mp4 | mean PSNR-Y | gain over bicubic | mean SSIM-Y |"
+    other = report("x", 31.0, 30.0)
+    other["clips"] = other["clips"][:1]
+    rows = render_ablations({"full": report("m", 32.0, 30.5), "other": other}, "cmd")
+    assert rows[4] == "| variant | mean PSNR-Y | gain over bicubic | mean SSIM-Y | mean tPSNR-Y |"
+
+
 @pytest.mark.parametrize(("frames", "window", "overlap", "expected"), [
     (1, None, None, (1, 0)), (2, None, None, (2, 0)), (7, None, None, (7, 2)), (7, 12, None, (12, 2)),
     (7, 12, 3, (12, 3)), (1, 9, None, (9, 2)),

@@ -158,13 +158,24 @@ def _architecture_lines(cfg: dict[str, Any], run_dir: Path) -> list[str]:
 
 def render_ablations(ablations: dict[str, dict[str, Any]], command: str,
                      title: str = "Ablations (same recipe, shorter budget)") -> list[str]:
-    """The ablation section: one row per variant's ``semlens eval`` JSON."""
+    """The ablation section: one row per variant's ``semlens eval`` JSON, with each clip's PSNR-Y
+    when every report scores the same clips, and the mean tPSNR-Y when every report has it."""
+    reports = list(ablations.values())
+    clips = [c["clip"] for c in reports[0].get("clips", [])] if reports else []
+    if any([c["clip"] for c in rep.get("clips", [])] != clips for rep in reports):
+        clips = []
+    temporal = bool(reports) and all(rep["mean"].get("tpsnr", {}).get(rep["model"]) is not None for rep in reports)
+    head = ["variant", *clips, "mean PSNR-Y", "gain over bicubic", "mean SSIM-Y"] + (["mean tPSNR-Y"] if temporal else [])
     out = [f"## {title}", "", f"Command: `{command}`", "",
-           "| variant | mean PSNR-Y | gain over bicubic | mean SSIM-Y |", "|---|---|---|---|"]
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, rep in ablations.items():
         m = rep["model"]
-        out.append(f"| {label} | {rep['mean']['psnr'][m]:.2f} | "
-                   f"{rep['mean']['psnr'][m] - rep['mean']['psnr']['bicubic']:+.2f} | {rep['mean']['ssim'][m]:.4f} |")
+        psnr = rep["mean"]["psnr"]
+        cells = [label] + [f"{c['psnr'][m]:.2f}" for c in rep.get("clips", [])[:len(clips)]]
+        cells += [f"{psnr[m]:.2f}", f"{psnr[m] - psnr['bicubic']:+.2f}", f"{rep['mean']['ssim'][m]:.4f}"]
+        if temporal:
+            cells.append(f"{rep['mean']['tpsnr'][m]:.2f}")
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
