@@ -148,12 +148,18 @@ def test_image_in_strips_of_rows_computes_the_whole_frame(monkeypatch: pytest.Mo
     ids = torch.randint(0, 3, (1, h, w)) if masked else None
     sup_ids = torch.roll(ids, 2, dims=1) if ids is not None else None
     with torch.no_grad():
-        monkeypatch.setattr(image, "_STRIP_ROWS", 1000)  # one strip: the whole frame
+        row = 8 * w * 4  # bytes of one row of the values
+        monkeypatch.setattr(image, "_STRIP_BYTES", 1000 * row)  # one strip: the whole frame
         whole = align(ref, sup, value, ids, sup_ids)
         outs = []
+        calls: list[tuple[int, int]] = []
+        attend = align._attend
+        monkeypatch.setattr(align, "_attend", lambda *a: calls.append(a[5:7]) or attend(*a))
         for rows in (1, 5, 7):
-            monkeypatch.setattr(image, "_STRIP_ROWS", rows)
+            monkeypatch.setattr(image, "_STRIP_BYTES", rows * row + row // 2)
+            calls.clear()
             outs.append(align(ref, sup, value, ids, sup_ids))
+            assert calls == [(top, min(h, top + rows)) for top in range(0, h, rows)]
     for out in outs:
         torch.testing.assert_close(out, whole, rtol=0, atol=5e-7)
     trained = align(ref, sup, value, ids, sup_ids)  # gradients on: the stacked whole-frame path

@@ -28,9 +28,10 @@ __all__ = ["ImplicitMaskedAlignment", "REACH_MAPS", "no_reach_maps"]
 
 #: Channels of :meth:`ImplicitMaskedAlignment.reach_maps`.
 REACH_MAPS = 2
-# Rows per strip when IMAGE runs on a CPU at inference (a 32-channel strip of a 720p row set is
-# about 3.7 MB: the size of the caches the strip's displacements reuse).
-_STRIP_ROWS = 24
+# Bytes of the aligned values per strip of rows when IMAGE runs on a CPU at inference (24 rows of a
+# 320-pixel-wide, 32-channel float32 frame): about what a core's caches hold across the strip's
+# displacements.
+_STRIP_BYTES = 1 << 20
 
 
 def no_reach_maps(like: Tensor) -> Tensor:
@@ -101,7 +102,7 @@ class ImplicitMaskedAlignment(nn.Module):
         # vectorised loop may its last bit differ. Training, GPUs and compiled graphs take the
         # frame at once.
         whole = torch.is_grad_enabled() or q.device.type != "cpu" or torch.compiler.is_compiling()
-        step = h if whole else _STRIP_ROWS
+        step = h if whole else max(1, _STRIP_BYTES // (value[0, :, 0].numel() * value.element_size()))
         for top in range(0, h, step):
             self._attend(q, keys, values, reference_ids if masked else None, sup_ids, top, min(h, top + step), out)
         return out
