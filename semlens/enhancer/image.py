@@ -28,10 +28,11 @@ __all__ = ["ImplicitMaskedAlignment", "REACH_MAPS", "no_reach_maps"]
 
 #: Channels of :meth:`ImplicitMaskedAlignment.reach_maps`.
 REACH_MAPS = 2
-# Bytes of the aligned values per strip of rows when IMAGE runs on a CPU at inference (24 rows of a
-# 320-pixel-wide, 32-channel float32 frame): about what a core's caches hold across the strip's
-# displacements.
-_STRIP_BYTES = 1 << 20
+# Bytes of the aligned values per strip of rows when IMAGE runs on a CPU at inference (about 100
+# rows of a 320-pixel-wide, 32-channel float32 frame, 25 of a 1280-pixel-wide one). On the 2-core
+# Xeon (BENCHMARKS.md, "IMAGE in strips") 4 MB strips took 0.97x the whole frame's time at 320x180
+# and 0.74x at 640x360; 1 MB strips were slower at 320x180 (1.12x).
+_STRIP_BYTES = 1 << 22
 
 
 def no_reach_maps(like: Tensor) -> Tensor:
