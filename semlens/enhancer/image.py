@@ -29,9 +29,10 @@ __all__ = ["ImplicitMaskedAlignment", "REACH_MAPS", "no_reach_maps"]
 #: Channels of :meth:`ImplicitMaskedAlignment.reach_maps`.
 REACH_MAPS = 2
 # Bytes of the aligned values per strip of rows when IMAGE runs on a CPU at inference (about 100
-# rows of a 320-pixel-wide, 32-channel float32 frame, 25 of a 1280-pixel-wide one). On the 2-core
-# Xeon (BENCHMARKS.md, "IMAGE in strips") 4 MB strips took 0.97x the whole frame's time at 320x180
-# and 0.74x at 640x360; 1 MB strips were slower at 320x180 (1.12x).
+# rows of a 320-pixel-wide, 32-channel float32 frame, 25 of a 1280-pixel-wide one). Without strips
+# the time per pixel grows with the frame: on the 2-core Xeon one call took 59 ms at 320x180 and
+# 350 ms at 640x360 (6x for 4x the pixels); in 4 MB strips 58 and 240 ms, and 0.69x the whole
+# frame's time at 1280x720 (`python benchmarks/image_strips.py`, BENCHMARKS.md).
 _STRIP_BYTES = 1 << 22
 
 
