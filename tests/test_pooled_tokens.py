@@ -160,6 +160,29 @@ def test_saved_pooled_model_loads_with_any_named_extractor(tmp_path: Path) -> No
     assert len(list(up.upscale_frames(frames))) == 3
 
 
+def test_the_default_model_with_sam_and_the_hub_unreachable_fails_only_for_the_download(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Online, with the Hub unreachable and no SAM checkpoint cached, ``--extractor sam-vit-b`` with
+    the shipped default fails for the download alone: exit 9, one line naming the checkpoint."""
+    from click.testing import CliRunner
+    from clips import make_clip
+    from hubserver import fake_hub_env
+
+    from semlens.errors import DownloadError
+    from semlens_cli.main import cli
+
+    src = make_clip(tmp_path / "in.mp4", frames=3, size=(32, 24))
+    with fake_hub_env(tmp_path, monkeypatch) as hub:
+        hub.stop()  # the endpoint now refuses connections
+        result = CliRunner().invoke(cli, ["upscale", str(src), str(tmp_path / "out.mp4"), "--scale", "4",
+                                          "--extractor", "sam-vit-b", "--device", "cpu", "--threads", "1", "-q"],
+                                    env={"COLUMNS": "300", "NO_COLOR": "1"})
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == DownloadError.exit_code == 9, result.output
+    assert len(lines) == 1 and "sam-vit-b" in lines[0], result.output
+    assert not (tmp_path / "out.mp4").exists()
+
+
 @pytest.mark.parametrize("scale", [2, 4])
 def test_the_default_models_take_sam(scale: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The shipped defaults pool their own tokens: offline without SAM's checkpoint the only error is
