@@ -270,7 +270,7 @@ class PixelEnhancer(nn.Module):
             memory = tok - tokens[:, i]
             hidden = x
             if i >= first and output:
-                # The channels-last kernel gives the same values in two thirds of the time on a CPU.
+                # The channels-last kernel gives the same values, faster on a CPU.
                 base = F.interpolate(frames[:, i].contiguous(memory_format=torch.channels_last), scale_factor=s,
                                      mode="bilinear", align_corners=False)
                 if out is not None:
