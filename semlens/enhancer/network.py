@@ -166,10 +166,15 @@ class PixelEnhancer(nn.Module):
         (None when IMAGE is off, has no reach beyond its window, or nothing moved); ``ids`` (the
         instance ids of the window) make it per instance when the configuration asks for that.
         ``given`` holds fields already made (a tile's crop of the whole frame's)."""
-        if self.config.motion_search <= 0 or not self.config.use_image:
+        if not self._reaches:
             return None
         offsets = given[(i, j)] if given is not None else self._field(frames, i, j, ids)
         return ShiftPlan(offsets) if bool(offsets.any()) else None
+
+    @property
+    def _reaches(self) -> bool:
+        """Whether IMAGE is on and centres its window on block-matched motion."""
+        return self.config.motion_search > 0 and self.config.use_image
 
     def _field(self, frames: Tensor, i: int, j: int, ids: Tensor | None) -> Tensor:
         """The block-matched field from frame ``i`` to frame ``j`` (per instance of ``ids`` when the
@@ -183,7 +188,7 @@ class PixelEnhancer(nn.Module):
         (emitting up to frame ``stop``) uses, or None when IMAGE has no reach. A tiled run makes
         them once on the whole frame and gives each tile its crop (``forward(..., motion=...)``):
         blocks matched inside a tile would not see the frame around it."""
-        if self.config.motion_search <= 0 or not self.config.use_image:
+        if not self._reaches:
             return None
         t = frames.shape[1]
         stop = t if stop is None else stop
