@@ -4,8 +4,9 @@ For each size (default 320x180 -> x4 and 640x360 -> x2) it measures model-only s
 frame of:
 
 - ``semlens (pipeline)``: ``SemanticLensUpscaler.upscale_frames`` on frames in memory, with the lite
-  extractor and the model's window/overlap (12/2 by default: 12 frames go through the network
-  for every 8 emitted, so the window overlap is included), tiling if the memory budget needs it;
+  extractor and the model's window/overlap (12/1 for the shipped models: 12 frames go through the
+  network for every 10 emitted, so the window overlap is included), tiling if the memory budget
+  needs it;
 - ``semlens (bare forward)``: the enhancer's forward on one window, divided by the window length
   (no extractor, no overlap, no conversion);
 - ``bicubic (torch)`` and ``Lanczos (PIL)``;
@@ -259,10 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="320x180x4,640x360x2",
                         help="comma-separated WIDTHxHEIGHTxSCALE inputs (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=8,
-                        help="frames per measurement for semlens, interpolation and SRVGGNetCompact; a multiple of "
-                             "window - 2 * overlap (8) so the pipeline's window overlap is the steady-state one "
-                             "(default: 8)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames per measurement for semlens, interpolation and SRVGGNetCompact (default: the "
+                             "frames one window of the model emits, window - 2 * overlap, so that the pipeline's "
+                             "window overlap is the steady-state one; a multiple of it keeps that)")
     parser.add_argument("--basicvsr-frames", type=int, default=5, help="BasicVSR++ clip length (default: 5)")
     parser.add_argument("--e2e-frames", type=int, default=16,
                         help="generated clip length for the end-to-end runs (default: 16; 0 skips them)")
@@ -288,23 +289,24 @@ def main(argv: list[str] | None = None) -> int:
         width, height = parse_size("x".join(size))
         scale = int(scale_text)
         print(f"measuring {width}x{height} -> x{scale} ...", file=sys.stderr, flush=True)
-        frames = pattern_frames(max(args.frames, args.basicvsr_frames), width, height)
         up, note = load_upscaler(args.model, scale)
         if up.scale != scale:
             raise SystemExit(f"--model upscales x{up.scale}; ask for x{up.scale} sizes in --sizes")
+        count = args.frames or up.settings.window - 2 * up.settings.overlap
+        frames = pattern_frames(max(count, args.basicvsr_frames), width, height)
         notes.append(f"x{scale}: {note}")
         if args.rounds:
             print(f"interleaved rounds {width}x{height} -> x{scale} ...", file=sys.stderr, flush=True)
             key = f"{width}x{height}x{scale}"
-            interleaved[key] = _interleaved(up, frames[:args.frames], scale, args.rounds)
+            interleaved[key] = _interleaved(up, frames[:count], scale, args.rounds)
             ratios = ", ".join(f"{r['ratio_to_faster_srvgg']:.3f}" for r in interleaved[key]["rounds"])
             print(f"{key}: semlens / faster SRVGGNetCompact per round {ratios}; median "
                   f"{interleaved[key]['median_ratio_to_faster_srvgg']:.3f}", file=sys.stderr, flush=True)
-        measured = _semlens(up, frames[:args.frames], args.repeats)
+        measured = _semlens(up, frames[:count], args.repeats)
         if "interp" not in skip:
-            measured += _interpolation(frames[:args.frames], scale, args.repeats)
+            measured += _interpolation(frames[:count], scale, args.repeats)
         if "srvgg" not in skip:
-            measured += _compact(frames[:args.frames], scale, args.repeats)
+            measured += _compact(frames[:count], scale, args.repeats)
         if "basicvsr" not in skip:
             measured.append(_basicvsr(frames[:args.basicvsr_frames], scale, args.repeats))
         ours = measured[0]["seconds_per_frame"]

@@ -33,7 +33,7 @@ class MemorySize(click.ParamType):
 def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: str, extractor: str | None,
                     window: int | None, tile: int, threads: int, compile_: bool = False,
                     batch_windows: int = 0, tile_overlap: int | None = None,
-                    memory_budget: int | None = None) -> Any:
+                    memory_budget: int | None = None, overlap: int | None = None) -> Any:
     import torch
 
     from semlens.upscaler import SemanticLensUpscaler
@@ -41,7 +41,7 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
     if threads:
         torch.set_num_threads(threads)
     return SemanticLensUpscaler.from_pretrained(model, scale=scale, device=device, dtype=dtype, extractor=extractor,
-                                                window=window, tile=tile, compile=compile_,
+                                                window=window, overlap=overlap, tile=tile, compile=compile_,
                                                 batch_windows=batch_windows, tile_overlap=tile_overlap,
                                                 memory_budget=memory_budget)
 
@@ -57,6 +57,9 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
 @click.option("--extractor", default=None, help="Instance extractor (default: the model's).")
 @click.option("--window", type=click.IntRange(min=1), default=None,
               help="Frames per temporal window (default: the model's).")
+@click.option("--overlap", type=click.IntRange(min=0), default=None,
+              help="Context frames read on each side of a window and not emitted by it (default: the "
+                   "model's, as much of it as the window allows).")
 @click.option("--tile", type=int, default=0, show_default=True, help="Spatial tile size in input pixels (0 = auto).")
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=None,
               help="Input pixels neighbouring tiles share (default: enough for the shipped models).")
@@ -98,7 +101,8 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
 @click.option("--gpus-per-task", type=float, default=None,
               help="With --ray: GPUs per task (default: 1 if the cluster has GPUs, else 0).")
 def upscale_command(input_path: Path, output_path: Path, scale: str | None, model: str | None, device: str,
-                    dtype: str, extractor: str | None, window: int | None, tile: int, tile_overlap: int | None,
+                    dtype: str, extractor: str | None, window: int | None, overlap: int | None, tile: int,
+                    tile_overlap: int | None,
                     memory_budget: int | None, codec: str, crf: float,
                     preset: str, pix_fmt: str | None, no_audio: bool, overwrite: bool, skip_existing: bool,
                     max_frames: int | None, preview: float | None, start_text: str | None, threads: int, compile_: bool, batch_windows: int, quiet: bool,
@@ -160,10 +164,10 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
                                  num_gpus=gpus_per_task, threads=threads, segment_seconds=segment_seconds,
                                  compile=compile_, batch_windows=batch_windows)
         up = _build_upscaler(model, int(scale) if scale else None, "cpu", "fp32", extractor, window, tile, 0,
-                             tile_overlap=tile_overlap, memory_budget=memory_budget)
+                             tile_overlap=tile_overlap, memory_budget=memory_budget, overlap=overlap)
     else:
         up = _build_upscaler(model, int(scale) if scale else None, device, dtype, extractor, window, tile, threads,
-                             compile_, batch_windows, tile_overlap, memory_budget)
+                             compile_, batch_windows, tile_overlap, memory_budget, overlap)
     options: dict[str, Any] = dict(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, copy_audio=not no_audio,
                                    max_frames=max_frames)
     if preview is not None or start is not None:  # not passed otherwise: the Ray path takes no part
@@ -263,6 +267,9 @@ def _summary(results: list[Any], root: Path, links: list[Path]) -> None:
 @click.option("--extractor", default=None, help="Override the model's extractor.")
 @click.option("--window", type=click.IntRange(min=1), default=None,
               help="Frames per temporal window (default: the model's).")
+@click.option("--overlap", type=click.IntRange(min=0), default=None,
+              help="Context frames read on each side of a window and not emitted by it (default: the "
+                   "model's, as much of it as the window allows).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Score only the first N frames of each clip.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON here (- for stdout).")
@@ -272,7 +279,7 @@ def _summary(results: list[Any], root: Path, links: list[Path]) -> None:
               help="How LR inputs are made: bi, or BI followed by a chain such as x264:crf=23, "
                    "x265:crf=30,preset=fast, blur:sigma=1+noise:sigma=2, jpeg:quality=60.")
 def eval_command(hr_path: Path, scale: str | None, model: str | None, extractor: str | None, window: int | None,
-                 max_frames: int | None, json_path: Path | None, threads: int, no_baselines: bool,
+                 overlap: int | None, max_frames: int | None, json_path: Path | None, threads: int, no_baselines: bool,
                  degradation: str) -> None:
     """Degrade HR clips (BI, optionally compressed), upscale them, and print PSNR / SSIM / tPSNR (Y, BT.601)
     per clip and on average."""
@@ -286,7 +293,8 @@ def eval_command(hr_path: Path, scale: str | None, model: str | None, extractor:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--degradation") from None
     clips = find_clips(hr_path)
-    up = _build_upscaler(model, int(scale) if scale else None, "auto", "auto", extractor, window, 0, threads)
+    up = _build_upscaler(model, int(scale) if scale else None, "auto", "auto", extractor, window, 0, threads,
+                         overlap=overlap)
     s = up.scale
     methods = {up.name: up.upscale_frames}
     if not no_baselines:
@@ -296,6 +304,7 @@ def eval_command(hr_path: Path, scale: str | None, model: str | None, extractor:
     report["model"] = up.name
     report["extractor"] = up.extractor.name
     report["window"] = up.settings.window
+    report["overlap"] = up.settings.overlap
     report["seconds"] = round(time.perf_counter() - started, 1)
     table = Table(title=f"semlens eval x{s}, {chain.text()} (PSNR-Y dB / SSIM-Y / tPSNR-Y dB, border {s} px)")
     table.add_column("clip")

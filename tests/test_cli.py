@@ -96,6 +96,27 @@ def test_eval_takes_the_scale_from_the_model(tmp_path, tiny_x2_path):
     assert code == 8 and "x2" in assert_one_line_error(stderr)  # an explicit, contradicting --scale is refused
 
 
+
+def test_overlap_is_an_option_of_eval_and_upscale(tmp_path, tiny_x2_path):
+    hr = make_clip(tmp_path / "hr.mp4", frames=6, size=(32, 24))
+    reports = {}
+    for overlap in ("0", "1"):
+        code, stdout, stderr = invoke_cli(["eval", hr, "--model", tiny_x2_path, "--window", "3", "--overlap", overlap,
+                                           "--no-baselines", "--threads", "1", "--json", "-"])
+        assert code == 0, stderr
+        reports[overlap] = json.loads(stdout[stdout.index("{\n"):])
+    assert (reports["0"]["window"], reports["0"]["overlap"], reports["1"]["overlap"]) == (3, 0, 1)
+    assert reports["0"]["clips"][0]["frames"] == reports["1"]["clips"][0]["frames"] == 6
+    out = tmp_path / "out.mp4"
+    code, _, stderr = invoke_cli(["upscale", hr, out, "--model", tiny_x2_path, "--window", "3", "--overlap", "1", *FAST])
+    assert code == 0 and out.exists(), stderr
+    # A window that would emit nothing is refused in one line, and nothing is written.
+    bad = tmp_path / "bad.mp4"
+    code, _, stderr = invoke_cli(["upscale", hr, bad, "--model", tiny_x2_path, "--window", "4", "--overlap", "2", *FAST])
+    assert code != 0 and "overlap 2" in assert_one_line_error(stderr)
+    assert not bad.exists() and partials_under(tmp_path) == []
+
+
 # -- warnings -------------------------------------------------------------------------------------------
 
 

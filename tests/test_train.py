@@ -167,6 +167,38 @@ def test_card_ablation_section_is_replaced_not_duplicated() -> None:
     assert replace_ablations("# card\n", section).count("## Ablations (new)") == 1
 
 
+def test_card_tables_are_rendered_again_from_new_evaluations_and_the_prose_stays(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from semlens.train.card import refresh_tables
+
+    def report(value: float) -> dict:
+        scores = {"psnr": {"bicubic": 30.0, "m": value}, "ssim": {"bicubic": 0.8, "m": 0.9},
+                  "tpsnr": {"bicubic": 31.0, "m": 32.0}}
+        return {"model": "m", "clips": [{"clip": "a.mp4", "frames": 3, **scores}], "mean": scores}
+
+    card = ("# m\n\n## Evaluation on the held-out set\n\nCommand: `x`.\n\n| clip | frames | bicubic | m |\n|---|---|---|---|\n"
+            "| a.mp4 | 3 | old | old |\n| mean | | old | old |\n\nGain over bicubic: **+9.99 dB** PSNR-Y on average.\n\n"
+            "## Compressed input: CRF 23\n\n| clip | frames | bicubic | m |\n|---|---|---|---|\n| mean | | old | old |\n\n"
+            "Gain over bicubic on the same decoded input: **+9.99 dB** PSNR-Y.\n\n## Notes\n\nSays 9.99.\n")
+    new = refresh_tables(card, {"Evaluation on the held-out set": report(32.5), "Compressed input: CRF 23": report(31.0)})
+    assert "old" not in new and new.count("| a.mp4 | 3 | 30.00 / 0.8000 / 31.00 |") == 2
+    assert "Gain over bicubic: **+2.50 dB** PSNR-Y on average." in new
+    assert "Gain over bicubic on the same decoded input: **+1.00 dB** PSNR-Y." in new
+    assert new.endswith("## Notes\n\nSays 9.99.\n") and new.startswith("# m\n\n## Evaluation on the held-out set\n\nCommand: `x`.")
+    with pytest.raises(ValueError, match="no section"):
+        refresh_tables(card, {"Missing": report(1.0)})
+    # The command line does the same on a card file.
+    path, rep = tmp_path / "card.md", tmp_path / "eval.json"
+    path.write_text(card)
+    rep.write_text(json.dumps(report(32.5)))
+    subprocess.run([sys.executable, "-m", "semlens.train.card", str(path),
+                    "--tables-only", f"Evaluation on the held-out set={rep}"], check=True, capture_output=True)
+    assert "Gain over bicubic: **+2.50 dB** PSNR-Y on average." in path.read_text()
+    assert "Gain over bicubic on the same decoded input: **+9.99 dB** PSNR-Y." in path.read_text()
+
 def test_card_ablation_rows_show_each_clip_and_flicker_when_every_report_has_them() -> None:
     from semlens.train.card import render_ablations
 
@@ -219,6 +251,37 @@ def test_export_records_a_given_window_and_refuses_one_that_emits_nothing(tmp_pa
     with pytest.raises(ValueError, match="emits no frame"):
         save_trained(tmp_path / "bad.safetensors", model, cfg, 1.0, window=4, overlap=2)
 
+
+def test_a_model_file_is_written_again_with_another_window_and_the_same_tensors(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    from semlens.hub import load_model
+    from semlens.train.export import save_trained, set_inference_window
+    from semlens.train.loop import build_model
+
+    cfg = TrainConfig(scale=2, overrides={"channels": 8, "token_dim": 8}, frames=5)
+    save_trained(tmp_path / "m.safetensors", build_model(cfg), cfg, 1.0)
+    subprocess.run([sys.executable, "-m", "semlens.train.export", str(tmp_path / "m.safetensors"),
+                    str(tmp_path / "o1.safetensors"), "--overlap", "1"], check=True, capture_output=True)
+    metas, tensors = {}, {}
+    for name in ("m", "o1"):
+        with safe_open(str(tmp_path / f"{name}.safetensors"), "pt") as f:
+            metas[name] = json.loads(f.metadata()["semlens_config"])
+            tensors[name] = {k: f.get_tensor(k) for k in f.keys()}
+    assert (metas["m"]["window"], metas["m"]["overlap"]) == (5, 2)
+    assert (metas["o1"]["window"], metas["o1"]["overlap"], metas["o1"]["window_basis"]) == (5, 1, "given at export")
+    assert {k: v for k, v in metas["o1"].items() if k not in ("overlap", "window_basis")} == \
+        {k: v for k, v in metas["m"].items() if k not in ("overlap", "window_basis")}
+    assert tensors["o1"].keys() == tensors["m"].keys()
+    assert all(torch.equal(tensors["o1"][k], v) for k, v in tensors["m"].items())
+    assert (load_model(tmp_path / "o1.safetensors").window, load_model(tmp_path / "o1.safetensors").overlap) == (5, 1)
+    with pytest.raises(ValueError, match="emits no frame"):
+        set_inference_window(tmp_path / "m.safetensors", tmp_path / "bad.safetensors", window=4, overlap=2)
+    assert not list(tmp_path.glob("bad*"))
 
 def test_train_command_rejects_a_window_that_emits_nothing(tmp_path) -> None:
     from click.testing import CliRunner

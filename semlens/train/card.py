@@ -191,6 +191,34 @@ def replace_ablations(card: str, section: list[str], note: str = "") -> str:
     return "\n".join(body) + "\n"
 
 
+def refresh_tables(card: str, sections: dict[str, dict[str, Any]]) -> str:
+    """``card`` with the table of each section ``{heading: semlens eval report}`` (the first table
+    under ``## heading``) and its "Gain over bicubic" line rendered again from the report; the prose
+    is left as it is. Raises ``ValueError`` for a heading the card lacks or a section without a table."""
+    lines = card.rstrip("\n").split("\n")
+    for heading, report in sections.items():
+        start = next((i for i, line in enumerate(lines) if line == f"## {heading}"), None)
+        if start is None:
+            raise ValueError(f"the card has no section '## {heading}'")
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        first = next((i for i in range(start + 1, end) if lines[i].startswith("| clip |")), None)
+        if first is None:
+            raise ValueError(f"section '## {heading}' has no evaluation table")
+        last = first
+        while last + 1 < end and lines[last + 1].startswith("|"):
+            last += 1
+        lines[first:last + 1] = _table(report)
+        end += len(_table(report)) - (last + 1 - first)
+        model = report["model"]
+        gain = report["mean"]["psnr"][model] - report["mean"]["psnr"]["bicubic"]
+        for i in range(start + 1, end):
+            if lines[i].startswith("Gain over bicubic"):
+                head, _, tail = lines[i].partition("**")
+                rest = tail.partition("**")[2]
+                lines[i] = f"{head}**{gain:+.2f} dB**{rest}"
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_dir", type=Path, nargs="?", help="the training run (not with --ablations-only)")
@@ -207,6 +235,9 @@ def main() -> None:
                         help="rewrite only the ablation section of the existing card OUT")
     parser.add_argument("--extra", action="append", default=[],
                         help="TITLE=COMMAND=EVAL_JSON: a further evaluation section (e.g. compressed input)")
+    parser.add_argument("--tables-only", action="append", default=[], metavar="HEADING=EVAL_JSON",
+                        help="render again the table under '## HEADING' of the existing card OUT from EVAL_JSON "
+                             "(repeatable); nothing else of the card changes")
     parser.add_argument("--summary", action="store_true",
                         help="write RUN_DIR's summary (config, wall time, losses, weights sha256) as JSON to OUT")
     args = parser.parse_args()
@@ -215,6 +246,13 @@ def main() -> None:
             parser.error("--summary needs RUN_DIR and OUT_JSON")
         out = args.eval_json if args.eval_json is not None else args.out
         out.write_text(json.dumps(summarize_run(args.run_dir), indent=2) + "\n")
+        return
+    if args.tables_only:
+        sections = {}
+        for item in args.tables_only:
+            heading, path = item.rsplit("=", 1)
+            sections[heading] = json.loads(Path(path).read_text())
+        args.out.write_text(refresh_tables(args.out.read_text(), sections))
         return
     ablations = {}
     for item in args.ablation:

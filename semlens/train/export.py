@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from semlens.enhancer import PixelEnhancer
 from semlens.windows import check_window
 
-__all__ = ["save_trained", "model_metadata", "inference_window", "export_checkpoint"]
+__all__ = ["save_trained", "model_metadata", "inference_window", "export_checkpoint", "set_inference_window"]
 
 
 def inference_window(train_frames: int, window: int | None = None, overlap: int | None = None) -> tuple[int, int]:
@@ -100,16 +100,44 @@ def export_checkpoint(checkpoint: Path, out: Path, window: int | None = None, ov
     return out
 
 
+def set_inference_window(model_file: Path, out: Path, window: int | None = None, overlap: int | None = None) -> Path:
+    """Write the semlens model file ``model_file`` again as ``out`` with another default inference
+    window and/or overlap (each kept when not given): the same tensors, byte for byte, and the same
+    record of its training; ``window_basis`` says the setting was given at export."""
+    from safetensors import safe_open
+
+    model_file, out = Path(model_file), Path(out)
+    with safe_open(str(model_file), framework="pt") as f:
+        header = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if "semlens_config" not in header:
+        raise ValueError(f"{model_file}: not a semlens model file (no semlens_config)")
+    meta = json.loads(header["semlens_config"])
+    window = int(meta["window"]) if window is None else window
+    overlap = int(meta["overlap"]) if overlap is None else overlap
+    check_window(window, overlap)
+    meta.update(window=window, overlap=overlap, window_basis="given at export")
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={**header, "semlens_config": json.dumps(meta)})
+    tmp.replace(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Export the EMA weights of a training checkpoint as a model file.")
-    parser.add_argument("checkpoint", type=Path)
+    parser = argparse.ArgumentParser(
+        description="Export the EMA weights of a training checkpoint as a model file, or write a model file "
+                    "(.safetensors) again with another default --window / --overlap (the same tensors).")
+    parser.add_argument("checkpoint", type=Path, help="checkpoint.pt of a run, or a semlens .safetensors model")
     parser.add_argument("out", type=Path)
     parser.add_argument("--window", type=int, default=None)
     parser.add_argument("--overlap", type=int, default=None)
     args = parser.parse_args(argv)
-    print(export_checkpoint(args.checkpoint, args.out, args.window, args.overlap))
+    if args.checkpoint.suffix.lower() == ".safetensors":
+        print(set_inference_window(args.checkpoint, args.out, args.window, args.overlap))
+    else:
+        print(export_checkpoint(args.checkpoint, args.out, args.window, args.overlap))
 
 
 if __name__ == "__main__":
