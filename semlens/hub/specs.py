@@ -131,11 +131,11 @@ def _register_all() -> dict[str, ModelSpec]:
     # The defaults pool their own tokens and centre IMAGE on block-matched motion (warm-started from
     # the first defaults, which read the lite extractor's tokens: benchmarks/results/bi/first-*).
     tiny_sha256 = {
-        2: "90fbe0b5e101030dd021b796668822b9f32ac48e154c24cddf4fb75d720a50f4",
-        4: "603dc867adb5d10721ffaa84895f684b7b551f28754c27436b93a857f0a1530a",
+        2: "f8a83715adcca5e006fa175d93d5c51324e3cbe27427f16106644cf82fe4738b",
+        4: "86de3e55c2c2282117988896bc7ac01b146621e852ed8325115e22e210373359",
     }
 
-    def bundled_tiny(name: str, description: str, scale: int, window: int, sha256: str | None,
+    def bundled_tiny(name: str, description: str, scale: int, window: int, sha256: str | None, overlap: int = 2,
                      **config: Any) -> ModelSpec:
         # Weights produced by semlens.train and shipped in the package (weights/ in the repo), trained
         # with the weight-free "lite" extractor. No Hub copy exists yet: once one is pushed
@@ -149,14 +149,14 @@ def _register_all() -> dict[str, ModelSpec]:
             enhancer=EnhancerConfig.preset("tiny", scale=scale, **config).to_dict(),
             extractor="lite",
             window=window,
-            overlap=2,
+            overlap=overlap,
             bundled=f"{name}.safetensors",
             sha256=sha256,
         )
 
     def tiny(scale: int) -> ModelSpec:
         return bundled_tiny(f"semlens-tiny-x{scale}", f"Tiny Semantic Lens network (x{scale}), CPU friendly, any extractor",
-                            scale, 12, tiny_sha256.get(scale), token_source="pooled", motion_search=8)
+                            scale, 12, tiny_sha256.get(scale), overlap=1, token_source="pooled", motion_search=8)
 
     def sam(variant: str, filename: str, size: int | None, sha256: str, approx_size: int | None = None) -> ModelSpec:
         name = SAM_VARIANTS[variant].extractor_name  # "sam-vit-b": names come from the variant table
