@@ -174,10 +174,12 @@ def test_card_tables_are_rendered_again_from_new_evaluations_and_the_prose_stays
 
     from semlens.train.card import refresh_tables
 
-    def report(value: float) -> dict:
-        scores = {"psnr": {"bicubic": 30.0, "m": value}, "ssim": {"bicubic": 0.8, "m": 0.9},
-                  "tpsnr": {"bicubic": 31.0, "m": 32.0}}
-        return {"model": "m", "clips": [{"clip": "a.mp4", "frames": 3, **scores}], "mean": scores}
+    def report(value: float, name: str = "m") -> dict:
+        def scores() -> dict:
+            return {"psnr": {"bicubic": 30.0, name: value}, "ssim": {"bicubic": 0.8, name: 0.9},
+                    "tpsnr": {"bicubic": 31.0, name: 32.0}}
+
+        return {"model": name, "clips": [{"clip": "a.mp4", "frames": 3, **scores()}], "mean": scores()}
 
     card = ("# m\n\n## Evaluation on the held-out set\n\nCommand: `x`.\n\n| clip | frames | bicubic | m |\n|---|---|---|---|\n"
             "| a.mp4 | 3 | old | old |\n| mean | | old | old |\n\nGain over bicubic: **+9.99 dB** PSNR-Y on average.\n\n"
@@ -198,6 +200,20 @@ def test_card_tables_are_rendered_again_from_new_evaluations_and_the_prose_stays
                     "--tables-only", f"Evaluation on the held-out set={rep}"], check=True, capture_output=True)
     assert "Gain over bicubic: **+2.50 dB** PSNR-Y on average." in path.read_text()
     assert "Gain over bicubic on the same decoded input: **+9.99 dB** PSNR-Y." in path.read_text()
+    # Another model's column beside the card's own (the default beside a real-footage model).
+    other = report(31.5, "d")
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    subprocess.run([sys.executable, "-m", "semlens.train.card", str(path), "--tables-only",
+                    f"Evaluation on the held-out set={rep}+{tmp_path / 'other.json'}"], check=True, capture_output=True)
+    text = path.read_text()
+    assert "| clip | frames | bicubic | d | m |" in text
+    assert "| mean | | **30.00** / 0.8000 / 31.00 | **31.50** / 0.9000 / 32.00 | **32.50** / 0.9000 / 32.00 |" in text
+    assert "Gain over bicubic: **+2.50 dB** PSNR-Y on average." in text
+    other["clips"][0]["frames"] = 2
+    from semlens.train.card import with_columns
+
+    with pytest.raises(ValueError, match="same frames"):
+        with_columns(report(32.5), other)
 
 def test_card_ablation_rows_show_each_clip_and_flicker_when_every_report_has_them() -> None:
     from semlens.train.card import render_ablations

@@ -191,6 +191,39 @@ def replace_ablations(card: str, section: list[str], note: str = "") -> str:
     return "\n".join(body) + "\n"
 
 
+def with_columns(report: dict[str, Any], *others: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with the model column of each of ``others`` (reports of other models on the same
+    clips, e.g. the default beside a real-footage model) placed before its own model's column."""
+    model = report["model"]
+    names = [o["model"] for o in others]
+    by_clip = [{c["clip"]: c for c in o["clips"]} for o in others]
+
+    def merged(scores: dict[str, Any], extra: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for metric, values in scores.items():
+            if not isinstance(values, dict):
+                out[metric] = values
+                continue
+            order = [m for m in values if m != model]
+            row = {m: values[m] for m in order}
+            for name, other in zip(names, extra):
+                if metric in other and name in other[metric]:
+                    row[name] = other[metric][name]
+            row[model] = values[model]
+            out[metric] = row
+        return out
+
+    clips = []
+    for clip in report["clips"]:
+        extra = []
+        for table in by_clip:
+            if clip["clip"] not in table or table[clip["clip"]]["frames"] != clip["frames"]:
+                raise ValueError(f"{clip['clip']}: not scored on the same frames in every report")
+            extra.append(table[clip["clip"]])
+        clips.append(merged(clip, extra))
+    return {**report, "clips": clips, "mean": merged(report["mean"], [o["mean"] for o in others])}
+
+
 def refresh_tables(card: str, sections: dict[str, dict[str, Any]]) -> str:
     """``card`` with the table of each section ``{heading: semlens eval report}`` (the first table
     under ``## heading``) and its "Gain over bicubic" line rendered again from the report; the prose
@@ -235,9 +268,10 @@ def main() -> None:
                         help="rewrite only the ablation section of the existing card OUT")
     parser.add_argument("--extra", action="append", default=[],
                         help="TITLE=COMMAND=EVAL_JSON: a further evaluation section (e.g. compressed input)")
-    parser.add_argument("--tables-only", action="append", default=[], metavar="HEADING=EVAL_JSON",
-                        help="render again the table under '## HEADING' of the existing card OUT from EVAL_JSON "
-                             "(repeatable); nothing else of the card changes")
+    parser.add_argument("--tables-only", action="append", default=[], metavar="HEADING=EVAL_JSON[+OTHER_JSON]",
+                        help="render again the table under '## HEADING' of the existing card OUT from EVAL_JSON, "
+                             "with the model column of each OTHER_JSON (another model on the same clips) beside "
+                             "it (repeatable); nothing else of the card changes")
     parser.add_argument("--summary", action="store_true",
                         help="write RUN_DIR's summary (config, wall time, losses, weights sha256) as JSON to OUT")
     args = parser.parse_args()
@@ -250,8 +284,10 @@ def main() -> None:
     if args.tables_only:
         sections = {}
         for item in args.tables_only:
-            heading, path = item.rsplit("=", 1)
-            sections[heading] = json.loads(Path(path).read_text())
+            heading, paths = item.rsplit("=", 1)
+            main_path, *other_paths = paths.split("+")
+            sections[heading] = with_columns(json.loads(Path(main_path).read_text()),
+                                             *(json.loads(Path(p).read_text()) for p in other_paths))
         args.out.write_text(refresh_tables(args.out.read_text(), sections))
         return
     ablations = {}
