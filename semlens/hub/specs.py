@@ -179,7 +179,9 @@ def _register_all() -> dict[str, ModelSpec]:
     # Both trained with the mild mix (random:compress=0.6,crf=18-30,blur=0.2,noise=0.3); the first
     # runs with the harsher `random` mix are in benchmarks/results/real/first-*. The cards say how.
     real_sha256 = {2: "488e64f112e47cc92367855d658134107b7a5d908e6d96129d6fca26555ce771",
-                   4: "6206e14b656d5685266a5315ae85cc3377c362748cb7f0a888eba267ef73c8b4"}
+                   4: "e1c0a1f807ef772f4ac11ebe6902c606bc6bb018d4bf2e6cab883462f1c38cf7"}
+    # Trained on clips of 10 frames; the inference window each file records (window, overlap).
+    real_window = {2: (10, 2), 4: (12, 1)}
 
     def tiny_real(scale: int) -> ModelSpec:
         # Warm-started from semlens-tiny-x{scale} and trained for compressed, noisy footage
@@ -187,7 +189,8 @@ def _register_all() -> dict[str, ModelSpec]:
         # IMAGE's window centred on block-matched motion.
         return bundled_tiny(f"semlens-tiny-x{scale}-real",
                             f"Tiny Semantic Lens network (x{scale}) for real footage (compressed, noisy), any extractor",
-                            scale, 10, real_sha256[scale], token_source="pooled", motion_search=8)
+                            scale, real_window[scale][0], real_sha256[scale], overlap=real_window[scale][1],
+                            token_source="pooled", motion_search=8)
 
     specs = [
         tiny(4),
