@@ -176,8 +176,6 @@ def test_statuses_follow_the_cache(fake_hub: FakeHub, weights_dir: Path, monkeyp
 #: their evaluations and card are in benchmarks/results/bi/first-*.
 FIRST_DEFAULTS = {2: "e65056977f3eddf3bf8c29aa8cfc94122b9f08e111ab3718e9469c20d53ea6c4",
                   4: "85a652d9b91a9783315775974d96825f144ed1ed3385e68a95a031a97df5dfb5"}
-#: sha256 of the x2 default before its continued training (weights/semlens-tiny-x2.md, "Training").
-PREVIOUS_X2_DEFAULT = "f8a83715adcca5e006fa175d93d5c51324e3cbe27427f16106644cf82fe4738b"
 
 
 def test_the_real_footage_model_takes_any_extractor_and_reaches_further() -> None:
@@ -189,10 +187,8 @@ def test_the_real_footage_model_takes_any_extractor_and_reaches_further() -> Non
     assert config.pooled_tokens and config.motion_search == 8 and loaded.scale == 2
     assert loaded.meta["training"]["degradation"] == "random:compress=0.6,crf=18-30,blur=0.2,noise=0.3"
     default = load_model("semlens-tiny-x2")
-    # Its lineage: warm-started from the first default, as the default's first pooled stage was; the
-    # default then trained on from that stage (the same tensors as PREVIOUS_X2_DEFAULT, set to 12/1).
-    assert loaded.meta["training"]["init_sha256"] == FIRST_DEFAULTS[2]
-    assert default.meta["training"]["init_sha256"] == PREVIOUS_X2_DEFAULT
+    # Its lineage: warm-started from the first default, as the current default was.
+    assert loaded.meta["training"]["init_sha256"] == default.meta["training"]["init_sha256"] == FIRST_DEFAULTS[2]
     check_extractor_fits(loaded.model, "sam-vit-b", extractor_dims("sam-vit-b"))  # pooled: any extractor
     assert default_model_name(2) == "semlens-tiny-x2"  # opt-in: the clean-input model stays the default
     infos = {i.name: i for i in list_models()}

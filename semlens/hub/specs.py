@@ -131,7 +131,7 @@ def _register_all() -> dict[str, ModelSpec]:
     # The defaults pool their own tokens and centre IMAGE on block-matched motion (warm-started from
     # the first defaults, which read the lite extractor's tokens: benchmarks/results/bi/first-*).
     tiny_sha256 = {
-        2: "dd2f5a81e94310d4de015cf9aae2f1ece23a14353051cf126b48a7aac7decb89",
+        2: "f8a83715adcca5e006fa175d93d5c51324e3cbe27427f16106644cf82fe4738b",
         4: "86de3e55c2c2282117988896bc7ac01b146621e852ed8325115e22e210373359",
     }
 
