@@ -240,8 +240,9 @@ def refresh_tables(card: str, sections: dict[str, dict[str, Any]]) -> str:
         last = first
         while last + 1 < end and lines[last + 1].startswith("|"):
             last += 1
-        lines[first:last + 1] = _table(report)
-        end += len(_table(report)) - (last + 1 - first)
+        table = _table(report)
+        lines[first:last + 1] = table
+        end += len(table) - (last + 1 - first)
         model = report["model"]
         gain = report["mean"]["psnr"][model] - report["mean"]["psnr"]["bicubic"]
         for i in range(start + 1, end):
