@@ -300,7 +300,8 @@ def regions_psnr(outputs: dict[str, list[np.ndarray]], truth: list[np.ndarray],
 def measure(paths: list[Path], model: str | None, scale: int, max_frames: int | None,
             motion_search: int = 0, instance_motion: bool = False) -> dict[str, Any]:
     v = variants(model, scale, motion_search, instance_motion)
-    report: dict[str, Any] = {"model": v["name"], "scale": v["scale"], "window": v["window"],
+    report: dict[str, Any] = {"model": v["name"], "weights_sha256": v["upscaler"].weights_sha256,
+                              "scale": v["scale"], "window": v["window"],
                               "overlap": v["overlap"], "extractor": v["extractor"],
                               "instance_motion": bool(v["upscaler"].model.config.instance_motion), "clips": []}
     methods = v["methods"]

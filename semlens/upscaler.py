@@ -442,6 +442,8 @@ class SemanticLensUpscaler:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.extractor = extractor
         self.name = name or "custom"
+        #: sha256 of the weights file the network came from (set by :meth:`from_pretrained`).
+        self.weights_sha256: str | None = None
         if batch_windows < 0:
             raise ValueError(f"batch_windows must be >= 0 (0 = automatic), got {batch_windows}")
         self.batch_windows_asked = batch_windows  # 0: automatic, resolved again where the work runs
@@ -488,6 +490,7 @@ class SemanticLensUpscaler:
         stages (:func:`semlens.enhancer.compiling.compile_network`): a few graphs made during the first
         windows, for long runs on a GPU."""
         from semlens.hub import load_model
+        from semlens.hub.fetch import sha256_file
 
         name = str(model) if model is not None else default_model_name(scale or 4)
         loaded = load_model(name, device="cpu")
@@ -505,9 +508,11 @@ class SemanticLensUpscaler:
         window = window if window is not None else loaded.window
         if overlap is None:  # the model's context, as much of it as the window allows
             overlap = min(loaded.overlap, (window - 1) // 2)
-        return cls(net, ext, device=device, dtype=dtype, window=window, overlap=overlap, tile=tile,
-                   detect_cuts=detect_cuts, name=loaded.name, batch_windows=batch_windows, tile_overlap=tile_overlap,
-                   memory_budget=memory_budget)
+        up = cls(net, ext, device=device, dtype=dtype, window=window, overlap=overlap, tile=tile,
+                 detect_cuts=detect_cuts, name=loaded.name, batch_windows=batch_windows, tile_overlap=tile_overlap,
+                 memory_budget=memory_budget)
+        up.weights_sha256 = sha256_file(loaded.path)
+        return up
 
     # -- frames ----------------------------------------------------------------------------------
     def upscale_frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

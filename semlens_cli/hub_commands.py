@@ -69,10 +69,10 @@ def models_command(as_json: bool) -> None:
     console.print(table)
     if any(i.size is None and i.approx_size is not None for i in infos):
         console.print("[dim]~: approximate size (the exact size is not known)[/]")
-    real = [i.name for i in infos if i.kind == "enhancer" and i.name.endswith("-real")]
-    if real:
-        console.print(f"[dim]compressed footage (phone clips, downloads): {', '.join(real)}; "
-                      "clean sources and benchmarks: the defaults[/]")
+    clean = [i.name for i in infos if i.kind == "enhancer" and i.name.endswith("-bi")]
+    if clean:
+        console.print("[dim]real footage (phone clips, downloads, anything compressed): the defaults; "
+                      f"clean bicubic downscales and benchmarks: {', '.join(clean)}[/]")
     if any(i.status == "remote" for i in infos):
         console.print("[dim]remote models are downloaded on first use, or ahead of time with `semlens download NAME`[/]")
 

@@ -302,6 +302,7 @@ def eval_command(hr_path: Path, scale: str | None, model: str | None, extractor:
     started = time.perf_counter()
     report = evaluate(clips, s, methods, max_frames=max_frames, degradation=chain)
     report["model"] = up.name
+    report["weights_sha256"] = up.weights_sha256
     report["extractor"] = up.extractor.name
     report["window"] = up.settings.window
     report["overlap"] = up.settings.overlap

@@ -4,10 +4,12 @@ follow listed in its summary, and ``eval`` taking the scale from the model."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -92,6 +94,8 @@ def test_eval_takes_the_scale_from_the_model(tmp_path, tiny_x2_path):
     assert code == 0, stderr
     report = json.loads(stdout[stdout.index("{\n"):])
     assert report["scale"] == 2 and report["model"] == "test-tiny-x2" and report["clips"][0]["frames"] == 3
+    # The weights are named by content too: a name can later be given to other weights.
+    assert report["weights_sha256"] == hashlib.sha256(Path(tiny_x2_path).read_bytes()).hexdigest()
     code, _, stderr = invoke_cli(["eval", hr, "--model", tiny_x2_path, "--scale", "4", "--no-baselines"])
     assert code == 8 and "x2" in assert_one_line_error(stderr)  # an explicit, contradicting --scale is refused
 

@@ -55,8 +55,8 @@ def test_models_table_and_json(fake_hub: FakeHub, runner: CliRunner, tmp_path: P
     assert table["semlens-tiny-x2"][1:5] == ["x2", "132.0k", "lite (any fits)", "bundled"]
     assert table["semlens-tiny-x4"][0] == "semlens-tiny-x4 (default)" and table["semlens-tiny-x4"][4] == "not installed"
     assert table["sam-vit-h"][4:] == ["remote", "2.6 GB"]
-    assert "semlens-tiny-x4-real" in table and "semlens-tiny-x2-real" in table  # full names, never cut
-    assert "compressed footage (phone clips, downloads): semlens-tiny-x2-real, semlens-tiny-x4-real" in \
+    assert "semlens-tiny-x4-bi" in table and "semlens-tiny-x2-bi" in table  # full names, never cut
+    assert "clean bicubic downscales and benchmarks: semlens-tiny-x4-bi, semlens-tiny-x2-bi" in \
         " ".join(result.output.split())
 
     result = runner.invoke(models_command, ["--json"])

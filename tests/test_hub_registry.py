@@ -24,7 +24,7 @@ from semlens.hub import (
     resolve,
     save_model,
 )
-from semlens.hub.specs import get_spec, sam_spec
+from semlens.hub.specs import DEFAULT_MODELS, get_spec, known_names, sam_spec
 
 REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
@@ -59,10 +59,22 @@ def _status(infos: list, name: str) -> str | None:
 def test_shipped_files_match_their_pinned_sha256() -> None:
     import hashlib
 
-    for name in ("semlens-tiny-x4", "semlens-tiny-x2", "semlens-tiny-x2-real", "semlens-tiny-x4-real"):
+    for name in ("semlens-tiny-x4", "semlens-tiny-x2", "semlens-tiny-x2-bi", "semlens-tiny-x4-bi"):
         path = REPO_WEIGHTS / f"{name}.safetensors"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == get_spec(name).sha256
         assert load_model(name).name == name
+
+
+def test_former_names_still_load_the_model_they_now_name() -> None:
+    from semlens.hub.specs import ALIASES
+
+    assert ALIASES == {"semlens-tiny-x4-real": "semlens-tiny-x4", "semlens-tiny-x2-real": "semlens-tiny-x2"}
+    for old, new in ALIASES.items():
+        assert get_spec(old) is get_spec(new)
+        assert resolve(old).weights == resolve(new).weights and load_model(old).name == new
+        assert old not in known_names() and old not in {i.name for i in list_models()}
+    with pytest.raises(ModelNotFoundError, match="semlens-tiny-x4-bi"):
+        get_spec("semlens-tiny-x4-clean")
 
 
 def test_registry_entries_are_consistent() -> None:
@@ -178,35 +190,34 @@ FIRST_DEFAULTS = {2: "e65056977f3eddf3bf8c29aa8cfc94122b9f08e111ab3718e9469c20d5
                   4: "85a652d9b91a9783315775974d96825f144ed1ed3385e68a95a031a97df5dfb5"}
 
 
-def test_the_real_footage_model_takes_any_extractor_and_reaches_further() -> None:
+def test_the_defaults_are_for_real_footage_and_take_any_extractor() -> None:
     from semlens.semantics import extractor_dims
     from semlens.upscaler import check_extractor_fits, default_model_name
 
-    loaded = load_model("semlens-tiny-x2-real")
-    config = loaded.model.config
-    assert config.pooled_tokens and config.motion_search == 8 and loaded.scale == 2
-    assert loaded.meta["training"]["degradation"] == "random:compress=0.6,crf=18-30,blur=0.2,noise=0.3"
-    default = load_model("semlens-tiny-x2")
-    # Its lineage: warm-started from the first default, as the current default was.
-    assert loaded.meta["training"]["init_sha256"] == default.meta["training"]["init_sha256"] == FIRST_DEFAULTS[2]
-    check_extractor_fits(loaded.model, "sam-vit-b", extractor_dims("sam-vit-b"))  # pooled: any extractor
-    assert default_model_name(2) == "semlens-tiny-x2"  # opt-in: the clean-input model stays the default
     infos = {i.name: i for i in list_models()}
-    assert infos["semlens-tiny-x2-real"].any_extractor and infos["semlens-tiny-x2"].any_extractor
-    x4 = load_model("semlens-tiny-x4-real")
-    assert x4.scale == 4 and x4.model.config.pooled_tokens and x4.model.config.motion_search == 8
-    assert x4.meta["training"]["degradation"] == "random:compress=0.6,crf=18-30,blur=0.2,noise=0.3"
-    assert x4.meta["training"]["init_sha256"] == load_model("semlens-tiny-x4").meta["training"]["init_sha256"]
-    assert x4.meta["training"]["init_sha256"] == FIRST_DEFAULTS[4]
-    assert default_model_name(4) == "semlens-tiny-x4" and infos["semlens-tiny-x4-real"].any_extractor
-
-
-def test_the_defaults_are_trained_for_clean_input_with_pooled_tokens_and_reach() -> None:
     for scale in (2, 4):
+        assert default_model_name(scale) == f"semlens-tiny-x{scale}" == DEFAULT_MODELS[scale]
         loaded = load_model(f"semlens-tiny-x{scale}")
+        config = loaded.model.config
+        assert config.pooled_tokens and config.motion_search == 8 and loaded.scale == scale
+        assert loaded.meta["training"]["degradation"] == "random:compress=0.6,crf=18-30,blur=0.2,noise=0.3"
+        check_extractor_fits(loaded.model, "sam-vit-b", extractor_dims("sam-vit-b"))  # pooled: any extractor
+        assert infos[f"semlens-tiny-x{scale}"].default and infos[f"semlens-tiny-x{scale}"].any_extractor
+        spec = get_spec(f"semlens-tiny-x{scale}")
+        assert (loaded.window, loaded.overlap) == (spec.window, spec.overlap)
+        # Its lineage: warm-started from the first default, as the -bi model was.
+        clean = load_model(f"semlens-tiny-x{scale}-bi")
+        assert loaded.meta["training"]["init_sha256"] == clean.meta["training"]["init_sha256"] == FIRST_DEFAULTS[scale]
+
+
+def test_the_bi_models_are_trained_for_clean_input_with_pooled_tokens_and_reach() -> None:
+    infos = {i.name: i for i in list_models()}
+    for scale in (2, 4):
+        loaded = load_model(f"semlens-tiny-x{scale}-bi")
         config, training = loaded.model.config, loaded.meta["training"]
         assert config.pooled_tokens and config.motion_search == 8 and not config.mask_occlusion
         assert training["degradation"] == "bi" and loaded.scale == scale
+        assert not infos[f"semlens-tiny-x{scale}-bi"].default and infos[f"semlens-tiny-x{scale}-bi"].any_extractor
         # 12 frames with one of context on each side (benchmarks/window_overlap.py), as the registry says.
-        spec = get_spec(f"semlens-tiny-x{scale}")
+        spec = get_spec(f"semlens-tiny-x{scale}-bi")
         assert (loaded.window, loaded.overlap) == (spec.window, spec.overlap) == (12, 1)

@@ -27,9 +27,9 @@ def test_variants_run_on_a_tiny_clip_and_are_scored(tmp_path) -> None:
 
 def test_instance_motion_runs_the_same_weights_with_the_per_instance_estimate(tmp_path) -> None:
     clip = make_clip(tmp_path / "c.mp4", frames=3, size=(48, 32))
-    report = temporal_use.measure([clip], "semlens-tiny-x2-real", 2, max_frames=3, instance_motion=True)
-    assert report["instance_motion"] is True and report["model"] == "semlens-tiny-x2-real"
-    plain = temporal_use.variants("semlens-tiny-x2-real", 2)["upscaler"].model
+    report = temporal_use.measure([clip], "semlens-tiny-x2", 2, max_frames=3, instance_motion=True)
+    assert report["instance_motion"] is True and report["model"] == "semlens-tiny-x2"
+    plain = temporal_use.variants("semlens-tiny-x2", 2)["upscaler"].model
     moved = temporal_use.with_instance_motion(plain)
     assert moved.config.instance_motion and not plain.config.instance_motion
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), moved.state_dict().values()))

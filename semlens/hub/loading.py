@@ -42,7 +42,7 @@ from semlens.hub.format import (
     safetensors_parameter_count,
     stored_shapes,
 )
-from semlens.hub.specs import DEFAULT_MODELS, ModelSpec, known_names, registry, sam_spec
+from semlens.hub.specs import DEFAULT_MODELS, ModelSpec, known_names, lookup, registry, sam_spec
 
 if TYPE_CHECKING:
     from semlens.enhancer import EnhancerConfig, PixelEnhancer
@@ -261,10 +261,11 @@ def resolve(source: str | os.PathLike[str], *, progress: ProgressCallback | None
     if not text:
         raise ModelNotFoundError(f"empty model name; known models: {', '.join(known_names())}")
     path = Path(text).expanduser()
-    if path.exists() and (text not in registry() or _looks_like_path(text)):
+    spec = lookup(text)
+    if path.exists() and (spec is None or _looks_like_path(text)):
         return _resolve_path(path, text)
-    if text in registry():
-        return _resolve_spec(registry()[text], progress)
+    if spec is not None:
+        return _resolve_spec(spec, progress)
     match = _REPO_RE.match(text)
     if match and path.suffix.lower() not in (".safetensors", *TORCH_SUFFIXES):
         return _resolve_repo(match["repo"], match["rev"] or "main", text, progress)
@@ -406,7 +407,7 @@ def download(name: str, *, progress: ProgressCallback | None = None, force: bool
     ``sam-vit-b``) or a Hub repo id ``user/repo[@rev]``. Bundled models need nothing and are
     returned as they are; ``force`` downloads again even if cached."""
     text = name.strip()
-    spec = registry().get(text)
+    spec = lookup(text)
     if spec is None and _REPO_RE.match(text) is None:
         try:
             spec = sam_spec(text)  # "vit_b" and friends

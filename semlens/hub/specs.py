@@ -25,14 +25,22 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_MODELS",
     "SAM_REPO_ID",
+    "ALIASES",
     "registry",
+    "lookup",
     "get_spec",
     "sam_spec",
     "known_names",
 ]
 
-#: The shipped model used for each scale when none is named.
+#: The shipped model used for each scale when none is named: trained for real footage (compressed,
+#: noisy); the ``-bi`` models are for clean bicubic downscales and benchmarks.
 DEFAULT_MODELS: Mapping[int, str] = MappingProxyType({4: "semlens-tiny-x4", 2: "semlens-tiny-x2"})
+
+#: Former names, still accepted wherever a model name is (not listed): the real-footage models were
+#: called ``-real`` while the defaults were the clean-input models, now ``-bi``.
+ALIASES: Mapping[str, str] = MappingProxyType({"semlens-tiny-x4-real": "semlens-tiny-x4",
+                                               "semlens-tiny-x2-real": "semlens-tiny-x2"})
 #: The model :meth:`SemanticLensUpscaler.from_pretrained` uses when neither a model nor a scale is named.
 DEFAULT_MODEL = DEFAULT_MODELS[4]
 
@@ -128,9 +136,10 @@ def _register_all() -> dict[str, ModelSpec]:
     from semlens.semantics.sam_variants import SAM_VARIANTS
 
     # sha256 of the shipped files (checked when they are loaded).
-    # The defaults pool their own tokens and centre IMAGE on block-matched motion (warm-started from
-    # the first defaults, which read the lite extractor's tokens: benchmarks/results/bi/first-*).
-    tiny_sha256 = {
+    # The clean-input (-bi) models pool their own tokens and centre IMAGE on block-matched motion
+    # (warm-started from the first defaults, which read the lite extractor's tokens:
+    # benchmarks/results/bi/first-*).
+    bi_sha256 = {
         2: "f8a83715adcca5e006fa175d93d5c51324e3cbe27427f16106644cf82fe4738b",
         4: "86de3e55c2c2282117988896bc7ac01b146621e852ed8325115e22e210373359",
     }
@@ -154,9 +163,10 @@ def _register_all() -> dict[str, ModelSpec]:
             sha256=sha256,
         )
 
-    def tiny(scale: int) -> ModelSpec:
-        return bundled_tiny(f"semlens-tiny-x{scale}", f"Tiny Semantic Lens network (x{scale}), CPU friendly, any extractor",
-                            scale, 12, tiny_sha256.get(scale), overlap=1, token_source="pooled", motion_search=8)
+    def tiny_bi(scale: int) -> ModelSpec:
+        return bundled_tiny(f"semlens-tiny-x{scale}-bi",
+                            f"Tiny Semantic Lens network (x{scale}) for clean bicubic downscales and benchmarks, any extractor",
+                            scale, 12, bi_sha256[scale], overlap=1, token_source="pooled", motion_search=8)
 
     def sam(variant: str, filename: str, size: int | None, sha256: str, approx_size: int | None = None) -> ModelSpec:
         name = SAM_VARIANTS[variant].extractor_name  # "sam-vit-b": names come from the variant table
@@ -176,27 +186,27 @@ def _register_all() -> dict[str, ModelSpec]:
             approx_size=approx_size,
         )
 
-    # Both trained with the mild mix (random:compress=0.6,crf=18-30,blur=0.2,noise=0.3); the first
-    # runs with the harsher `random` mix are in benchmarks/results/real/first-*. The cards say how.
-    real_sha256 = {2: "488e64f112e47cc92367855d658134107b7a5d908e6d96129d6fca26555ce771",
-                   4: "e1c0a1f807ef772f4ac11ebe6902c606bc6bb018d4bf2e6cab883462f1c38cf7"}
+    # The defaults: warm-started from the first defaults (as the -bi models were) and trained for
+    # compressed, noisy footage with the mild mix (random:compress=0.6,crf=18-30,blur=0.2,noise=0.3);
+    # the first runs with the harsher `random` mix are in benchmarks/results/real/first-*. The cards
+    # say how.
+    default_sha256 = {2: "488e64f112e47cc92367855d658134107b7a5d908e6d96129d6fca26555ce771",
+                      4: "e1c0a1f807ef772f4ac11ebe6902c606bc6bb018d4bf2e6cab883462f1c38cf7"}
     # Trained on clips of 10 frames; the inference window each file records (window, overlap).
-    real_window = {2: (10, 2), 4: (12, 1)}
+    default_window = {2: (10, 2), 4: (12, 1)}
 
-    def tiny_real(scale: int) -> ModelSpec:
-        # Warm-started from semlens-tiny-x{scale} and trained for compressed, noisy footage
-        # (`semlens train --degradation random:...`), with pooled tokens (any extractor drives it) and
-        # IMAGE's window centred on block-matched motion.
-        return bundled_tiny(f"semlens-tiny-x{scale}-real",
+    def tiny(scale: int) -> ModelSpec:
+        # Pooled tokens (any extractor drives it) and IMAGE's window centred on block-matched motion.
+        return bundled_tiny(f"semlens-tiny-x{scale}",
                             f"Tiny Semantic Lens network (x{scale}) for real footage (compressed, noisy), any extractor",
-                            scale, real_window[scale][0], real_sha256[scale], overlap=real_window[scale][1],
+                            scale, default_window[scale][0], default_sha256[scale], overlap=default_window[scale][1],
                             token_source="pooled", motion_search=8)
 
     specs = [
         tiny(4),
         tiny(2),
-        tiny_real(2),
-        tiny_real(4),
+        tiny_bi(4),
+        tiny_bi(2),
         sam("vit_b", "sam_vit_b_01ec64.pth", 375_042_383,
             "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
         # Only "about 1.25 GB" is known for ViT-L: shown as approximate, never checked (the sha256 is).
@@ -207,9 +217,12 @@ def _register_all() -> dict[str, ModelSpec]:
     ]
     table: dict[str, ModelSpec] = {}
     for spec in specs:
-        if spec.name in table:
+        if spec.name in table or spec.name in ALIASES:
             raise ValueError(f"model {spec.name} is registered twice")
         table[spec.name] = spec
+    missing = sorted(target for target in ALIASES.values() if target not in table)
+    if missing:
+        raise ValueError(f"aliases point at unregistered models: {', '.join(missing)}")
     return table
 
 
@@ -226,9 +239,17 @@ def known_names(kind: Kind | None = None) -> list[str]:
     return [name for name, spec in registry().items() if kind is None or spec.kind == kind]
 
 
+def lookup(name: str) -> ModelSpec | None:
+    """The spec registered under ``name`` or under the model a former name (:data:`ALIASES`)
+    now calls, else None."""
+    table = registry()
+    return table.get(name) or table.get(ALIASES.get(name, ""))
+
+
 def get_spec(name: str) -> ModelSpec:
-    """The spec registered under ``name``; :class:`ModelNotFoundError` listing the known names."""
-    spec = registry().get(name)
+    """The spec registered under ``name`` (or a former name of it); :class:`ModelNotFoundError`
+    listing the known names."""
+    spec = lookup(name)
     if spec is None:
         raise ModelNotFoundError(f"unknown model {name!r}; known models: {', '.join(known_names())}")
     return spec
