@@ -200,14 +200,20 @@ def test_the_defaults_are_for_real_footage_and_take_any_extractor() -> None:
         loaded = load_model(f"semlens-tiny-x{scale}")
         config = loaded.model.config
         assert config.pooled_tokens and config.motion_search == 8 and loaded.scale == scale
-        assert loaded.meta["training"]["degradation"] == "random:compress=0.6,crf=18-30,blur=0.2,noise=0.3"
+        # Trained for compressed input: 60% of the clips through libx264/libx265 at CRF 18-30.
+        assert loaded.meta["training"]["degradation"].startswith("random:compress=0.6,crf=18-30,")
         check_extractor_fits(loaded.model, "sam-vit-b", extractor_dims("sam-vit-b"))  # pooled: any extractor
         assert infos[f"semlens-tiny-x{scale}"].default and infos[f"semlens-tiny-x{scale}"].any_extractor
         spec = get_spec(f"semlens-tiny-x{scale}")
         assert (loaded.window, loaded.overlap) == (spec.window, spec.overlap)
-        # Its lineage: warm-started from the first default, as the -bi model was.
+        # Its lineage: warm-started from the -bi model, itself warm-started from the first default.
+        # (The x2 run started before the rename, as --init semlens-tiny-x2, the -bi file's name then;
+        # its file records that name and no sha256: the name was resolved when the run ended.)
         clean = load_model(f"semlens-tiny-x{scale}-bi")
-        assert loaded.meta["training"]["init_sha256"] == clean.meta["training"]["init_sha256"] == FIRST_DEFAULTS[scale]
+        training = loaded.meta["training"]
+        assert training["init"] in (f"semlens-tiny-x{scale}-bi", f"semlens-tiny-x{scale}")
+        assert (training.get("init_sha256") or clean.spec.sha256) == clean.spec.sha256
+        assert clean.meta["training"]["init_sha256"] == FIRST_DEFAULTS[scale]
 
 
 def test_the_bi_models_are_trained_for_clean_input_with_pooled_tokens_and_reach() -> None:

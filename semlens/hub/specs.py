@@ -186,14 +186,14 @@ def _register_all() -> dict[str, ModelSpec]:
             approx_size=approx_size,
         )
 
-    # The defaults: warm-started from the first defaults (as the -bi models were) and trained for
-    # compressed, noisy footage with the mild mix (random:compress=0.6,crf=18-30,blur=0.2,noise=0.3);
-    # the first runs with the harsher `random` mix are in benchmarks/results/real/first-*. The cards
-    # say how.
-    default_sha256 = {2: "488e64f112e47cc92367855d658134107b7a5d908e6d96129d6fca26555ce771",
-                      4: "e1c0a1f807ef772f4ac11ebe6902c606bc6bb018d4bf2e6cab883462f1c38cf7"}
+    # The defaults, for real footage: warm-started from the -bi models and trained with clips
+    # compressed by libx264/libx265 (x4: `random:compress=0.6,crf=18-30,blur=0,noise=0`; x2 the
+    # mild mix with blur and noise, `...,blur=0.2,noise=0.3`). The cards say how and what they
+    # replaced; the first runs with the harsher `random` mix are in benchmarks/results/real/first-*.
+    default_sha256 = {2: "97b16408068fdc7678728ebd1bfaf114fda26e645b45447b9aceecf11955b9da",
+                      4: "8d69f60155e8dd4fc79582c94e58f02444f9a8642fc538ef7757e25bc9c624ef"}
     # Trained on clips of 10 frames; the inference window each file records (window, overlap).
-    default_window = {2: (10, 2), 4: (12, 1)}
+    default_window = {2: (12, 1), 4: (12, 1)}
 
     def tiny(scale: int) -> ModelSpec:
         # Pooled tokens (any extractor drives it) and IMAGE's window centred on block-matched motion.
