@@ -33,8 +33,8 @@ __all__ = [
     "known_names",
 ]
 
-#: The shipped model used for each scale when none is named: trained for real footage (compressed,
-#: noisy); the ``-bi`` models are for clean bicubic downscales and benchmarks.
+#: The shipped model used for each scale when none is named: trained for real footage (compressed
+#: video); the ``-bi`` models are for clean bicubic downscales and benchmarks.
 DEFAULT_MODELS: Mapping[int, str] = MappingProxyType({4: "semlens-tiny-x4", 2: "semlens-tiny-x2"})
 
 #: Former names, still accepted wherever a model name is (not listed): the real-footage models were
@@ -198,7 +198,7 @@ def _register_all() -> dict[str, ModelSpec]:
     def tiny(scale: int) -> ModelSpec:
         # Pooled tokens (any extractor drives it) and IMAGE's window centred on block-matched motion.
         return bundled_tiny(f"semlens-tiny-x{scale}",
-                            f"Tiny Semantic Lens network (x{scale}) for real footage (compressed, noisy), any extractor",
+                            f"Tiny Semantic Lens network (x{scale}) for real footage (compressed video), any extractor",
                             scale, default_window[scale][0], default_sha256[scale], overlap=default_window[scale][1],
                             token_source="pooled", motion_search=8)
 
