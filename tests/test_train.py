@@ -214,6 +214,8 @@ def test_card_tables_are_rendered_again_from_new_evaluations_and_the_prose_stays
 
     with pytest.raises(ValueError, match="same frames"):
         with_columns(report(32.5), other)
+    with pytest.raises(ValueError, match="same model name"):  # one column would hide the other
+        with_columns(report(32.5), report(31.0))
 
 def test_card_ablation_rows_show_each_clip_and_flicker_when_every_report_has_them() -> None:
     from semlens.train.card import render_ablations

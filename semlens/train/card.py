@@ -196,6 +196,9 @@ def with_columns(report: dict[str, Any], *others: dict[str, Any]) -> dict[str, A
     clips, e.g. the default beside a real-footage model) placed before its own model's column."""
     model = report["model"]
     names = [o["model"] for o in others]
+    if len({model, *names}) != 1 + len(names):  # a column named twice would silently hide one
+        raise ValueError(f"reports of the same model name side by side ({model}, {', '.join(names)}): "
+                         "evaluate the models under different names")
     by_clip = [{c["clip"]: c for c in o["clips"]} for o in others]
 
     def merged(scores: dict[str, Any], extra: list[dict[str, Any]]) -> dict[str, Any]:
