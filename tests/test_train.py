@@ -465,3 +465,62 @@ def test_card_of_a_warm_started_real_footage_run_names_its_lineage_and_compresse
     assert "## Compressed input: x264 CRF 23" in card and "semlens eval --degradation x264:crf=23" in card
     assert "| mean | | **30.00** / 0.8000 / 31.00 | **31.50** / 0.9000 / 30.50 |" in card
     assert "Gain over bicubic on the same decoded input: **+1.50 dB**" in card
+
+
+def test_data_workers_and_bf16_autocast_train_the_same_schedule(tmp_path) -> None:
+    """More data threads give exactly the weights of one (batches are a pure function of the step);
+    bf16 autocast (what a CUDA run uses by default; the CPU has it too) trains to finite weights
+    close to float32's, and the precision is not part of the run's configuration."""
+    from safetensors.torch import load_file
+
+    sampler = ClipSampler(photos(), [], scale=2, patch=8, frames=3, batch=2, seed=0)
+    cfg = TrainConfig(scale=2, overrides={"channels": 8, "token_dim": 8}, iterations=6, batch=2, patch=8,
+                      frames=3, warmup=2, checkpoint_every=3, lr=3e-3)
+    one = load_file(str(train(cfg, tmp_path / "one", sampler=sampler, quiet=True, device="cpu")))
+    three = load_file(str(train(cfg, tmp_path / "three", sampler=sampler, quiet=True, device="cpu",
+                                data_workers=3)))
+    assert all(torch.equal(one[k], three[k]) for k in one)
+    train(cfg, tmp_path / "bf16", sampler=sampler, quiet=True, device="cpu", amp="bf16", stop_after=3)
+    bf16 = load_file(str(train(cfg, tmp_path / "bf16", sampler=sampler, quiet=True, device="cpu", amp="none")))
+    assert all(torch.isfinite(v).all() for v in bf16.values())
+    assert any(not torch.equal(one[k], bf16[k]) for k in one)  # autocast really changed the arithmetic
+    drift = max(float((one[k] - bf16[k]).abs().max()) for k in one if one[k].is_floating_point())
+    assert drift < 0.05
+
+
+def test_train_device_resolution_and_refusals(monkeypatch) -> None:
+    from semlens.train.loop import train_device
+
+    assert train_device("cpu", "auto") == (torch.device("cpu"), None)
+    assert train_device("cpu", "bf16") == (torch.device("cpu"), torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train_device("auto", "auto") == (torch.device("cpu"), None)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        train_device("cuda", "auto")
+    with pytest.raises(ValueError, match="amp must be one of"):
+        train_device("cpu", "fp8")
+
+
+def test_train_command_refuses_a_device_it_cannot_use(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from semlens_cli.main import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "run"), "--iterations", "2", "--device", "cuda"])
+    assert result.exit_code != 0
+    assert "CUDA is not available" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_run_trains_and_exports_cpu_weights(tmp_path) -> None:
+    from semlens.hub import load_model
+
+    sampler = ClipSampler(photos(), [], scale=2, patch=8, frames=3, batch=2, seed=0)
+    cfg = TrainConfig(scale=2, overrides={"channels": 8, "token_dim": 8}, iterations=4, batch=2, patch=8,
+                      frames=3, warmup=1, checkpoint_every=2)
+    final = train(cfg, tmp_path / "run", sampler=sampler, quiet=True, device="cuda", data_workers=2)
+    loaded = load_model(final)
+    assert all(torch.isfinite(p).all() and p.device.type == "cpu" for p in loaded.model.parameters())
+    assert "threads" not in loaded.meta["training"]["machine"]  # the GPU's name is recorded

@@ -41,6 +41,14 @@ def _weights_sha256(source: str) -> str | None:
         return None
 
 
+def _machine(model: PixelEnhancer) -> str:
+    """Where the weights were trained: the CPU's threads, or the GPU's name."""
+    param = next(model.parameters(), None)
+    if param is not None and param.device.type == "cuda":
+        return f"{torch.cuda.get_device_name(param.device)}, torch {torch.__version__}"
+    return f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
 def model_metadata(model: PixelEnhancer, cfg: Any, elapsed: float, window: int | None = None,
                    overlap: int | None = None, iteration: int | None = None) -> dict[str, Any]:
     """The ``semlens_config`` of a trained model.
@@ -70,7 +78,7 @@ def model_metadata(model: PixelEnhancer, cfg: Any, elapsed: float, window: int |
             "wall_time_seconds": round(elapsed, 1),
             "iterations_done": int(cfg.iterations if iteration is None else iteration),
             **lineage,
-            "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "machine": _machine(model),
         },
     }
 

