@@ -9,9 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_train import photos
-
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_train.py"
+
+
+def photos() -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 96), torch.linspace(0, 1, 96), indexing="ij")
+    smooth = torch.stack([ys, xs, (ys + xs) / 2])
+    return [smooth, torch.rand(3, 96, 96, generator=gen) * 0.5 + smooth * 0.5]
 
 
 def _script():
