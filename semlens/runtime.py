@@ -14,6 +14,9 @@ peak instead of falling between windows.
 
 It is on by default wherever an upscaler is made (Linux with glibc only); set
 ``SEMLENS_TUNE_MALLOC=0`` to keep glibc's defaults.
+
+:func:`resolve_device` turns a ``--device`` name into the device to run on, for inference and
+training alike.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["tune_allocator"]
+import torch
+
+__all__ = ["tune_allocator", "resolve_device"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -55,3 +60,28 @@ def tune_allocator() -> bool:
             ok = False
     _state["done"] = ok
     return ok
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks the first CUDA device when there is one, else the CPU. ``cuda:N`` must name a
+    device this process sees (``CUDA_VISIBLE_DEVICES`` and Ray narrow what it sees)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for but CUDA is not available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None:
+        count = torch.cuda.device_count()
+        if dev.index >= count:
+            seen = f"cuda:0 to cuda:{count - 1}" if count > 1 else "only cuda:0"
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            where = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+            raise ValueError(f"device {str(device)!r} does not exist: this process sees {count} CUDA "
+                             f"device{'s' if count != 1 else ''}{where}, {seen}")
+    return dev

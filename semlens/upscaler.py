@@ -34,7 +34,7 @@ from semlens.executors import FolderExecutor, get_executor
 from semlens.interrupts import check_termination, deferred_termination
 from semlens.io.complete import is_complete_output  # re-exported: callers import it from here
 from semlens.pipeline import StreamSettings, enhance_stream, planar_converter
-from semlens.runtime import tune_allocator
+from semlens.runtime import resolve_device, tune_allocator  # resolve_device re-exported
 from semlens.scan import find_videos
 from semlens.semantics import InstanceExtractor, extractor_dims
 from semlens.tiling import DEFAULT_TILE_OVERLAP, default_memory_budget, parse_memory_size
@@ -71,31 +71,6 @@ class UpscaleResult:
     @property
     def ok(self) -> bool:
         return self.status != "failed"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks the first CUDA device when there is one, else the CPU. ``cuda:N`` must name a
-    device this process sees (``CUDA_VISIBLE_DEVICES`` and Ray narrow what it sees)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, torch.device):
-        dev = device
-    else:
-        try:
-            dev = torch.device(device)
-        except RuntimeError as exc:
-            raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} asked for but CUDA is not available; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None:
-        count = torch.cuda.device_count()
-        if dev.index >= count:
-            seen = f"cuda:0 to cuda:{count - 1}" if count > 1 else "only cuda:0"
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            where = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
-            raise ValueError(f"device {str(device)!r} does not exist: this process sees {count} CUDA "
-                             f"device{'s' if count != 1 else ''}{where}, {seen}")
-    return dev
 
 
 def check_task_device(device: str, gpus_per_task: float | None) -> None:

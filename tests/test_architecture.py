@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "describe": {"upscaler", "io", "errors"},
     "compare": {"upscaler", "evaluate", "io", "errors"},
     "evaluate": {"io", "metrics", "scan", "train", "errors"},
-    "train": {"enhancer", "semantics", "hub", "windows", "metrics", "io", "errors"},
+    "train": {"enhancer", "semantics", "hub", "windows", "metrics", "io", "errors", "runtime"},
     "__init__": {"upscaler", "hub"},
 }
 

@@ -220,7 +220,7 @@ def train_device(device: str | torch.device | None = "auto", amp: str = "auto") 
     autocast on CUDA, none on the CPU), ``bf16`` or ``none``. Raises ``ValueError`` for a device this
     process cannot use or an unknown ``amp``. The precision is not part of the run's configuration:
     a run may resume on another device."""
-    from semlens.upscaler import resolve_device
+    from semlens.runtime import resolve_device
 
     dev = resolve_device("auto" if device is None else device)
     if amp not in AMP_MODES:
