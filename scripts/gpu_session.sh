@@ -11,7 +11,10 @@ OUT=${OUT:-/tmp/semlens-gpu}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
+# the package as installed (the `semlens` executable, the bundled weights as semlens.weights): offline,
+# no dependency fetched; needs setuptools in the image
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . > "$OUT/install.txt" 2>&1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$OUT/install.txt" 2>&1
 timeout 150 python3 -m pytest -q -n 8 -p no:cacheprovider tests > "$OUT/tests.txt" 2>&1
 timeout 120 python3 benchmarks/gpu_check.py --out "$OUT/gpu_check.json" > "$OUT/gpu_check.txt" 2>&1
 timeout 280 python3 scripts/gpu_train.py /tmp/base-x4 --scale 4 --minutes 3.5 --copy-to "$OUT/base-x4" \
