@@ -34,7 +34,6 @@ segment-anything), they travel as wheels in ``.whl`` and are installed first::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import statistics
@@ -50,14 +49,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 RECIPE = "random:compress=0.6,crf=18-30,blur=0,noise=0"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def steps_for(seconds: float, sec_per_step: float, floor: int = 50) -> int:
@@ -113,6 +104,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: a check of this script")
     args = parser.parse_args(argv)
 
+    from semlens.hub.fetch import sha256_file
+    from semlens.train.card import summarize_run
+    from semlens.train.export import machine_description
     from semlens.train.loop import TrainConfig, default_sampler, train, train_device
 
     if args.smoke:
@@ -133,38 +127,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           flush=True)
     final = train(cfg, args.out_dir, sampler=sampler, quiet=False, window=12, overlap=1, **run_args)
     half = half_copy(final, args.out_dir / "model-fp16.safetensors")
-    log = [json.loads(line) for line in (args.out_dir / "log.jsonl").read_text().splitlines()]
     summary = {
         "command": "python scripts/gpu_train.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "device": str(device),
-        "device_name": _device_name(device),
+        "machine": machine_description(device),
         "amp": "bf16" if amp_dtype else "none",
         "probe_sec_per_step": sec,
         "probe_wall_seconds": round(probe_wall, 1),
-        "iterations": steps,
-        "train_wall_seconds": round(log[-1]["elapsed"], 1),
-        "final_smooth_loss": log[-1]["smooth_loss"],
-        "weights": {"file": final.name, "bytes": final.stat().st_size, "sha256": sha256(final)},
-        "weights_fp16": {"file": half.name, "bytes": half.stat().st_size, "sha256": sha256(half)},
-        "train_config": json.loads((args.out_dir / "train_config.json").read_text()),
+        **summarize_run(args.out_dir),  # configuration, steps, wall time, losses, the weights' sha256
+        "weights_fp16": {"file": half.name, "bytes": half.stat().st_size, "sha256": sha256_file(half)},
     }
     (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if args.copy_to is not None:
         args.copy_to.mkdir(parents=True, exist_ok=True)
         for name in ("model-fp16.safetensors", "log.jsonl", "summary.json"):
             shutil.copy2(args.out_dir / name, args.copy_to / name)
-    print(json.dumps({k: v for k, v in summary.items() if k != "train_config"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("train_config", "smooth_loss_curve")}, indent=2))
     return summary
-
-
-def _device_name(device: Any) -> str:
-    import platform
-
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
 if __name__ == "__main__":

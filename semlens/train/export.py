@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 from semlens.enhancer import PixelEnhancer
 from semlens.windows import check_window
 
-__all__ = ["save_trained", "model_metadata", "inference_window", "export_checkpoint", "set_inference_window"]
+__all__ = ["save_trained", "model_metadata", "inference_window", "export_checkpoint", "set_inference_window",
+           "machine_description"]
 
 
 def inference_window(train_frames: int, window: int | None = None, overlap: int | None = None) -> tuple[int, int]:
@@ -41,12 +42,16 @@ def _weights_sha256(source: str) -> str | None:
         return None
 
 
-def _machine(model: PixelEnhancer) -> str:
-    """Where the weights were trained: the CPU's threads, or the GPU's name."""
-    param = next(model.parameters(), None)
-    if param is not None and param.device.type == "cuda":
-        return f"{torch.cuda.get_device_name(param.device)}, torch {torch.__version__}"
+def machine_description(device: torch.device) -> str:
+    """Where weights are trained, for their record: the GPU's name, or the CPU's threads."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     return f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def _machine(model: PixelEnhancer) -> str:
+    param = next(model.parameters(), None)
+    return machine_description(param.device if param is not None else torch.device("cpu"))
 
 
 def model_metadata(model: PixelEnhancer, cfg: Any, elapsed: float, window: int | None = None,
