@@ -41,6 +41,38 @@ def test_sampler_is_a_pure_function_of_seed_and_index() -> None:
     assert a.hr.shape == (2, 3, 3, 16, 16) and a.lr.shape == (2, 3, 3, 8, 8)
 
 
+def test_sampler_makes_every_tensor_of_a_batch_on_its_device() -> None:
+    """Clips filmed from photos (with objects), cut from footage, flipped and downscaled where the
+    sampler says ("meta": shapes only, and any tensor left on the CPU would fail to mix with them)."""
+    video = torch.randint(0, 256, (6, 3, 40, 40), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    kwargs = dict(scale=2, patch=8, frames=3, batch=6, video_fraction=0.5, seed=2,
+                  motion=MotionConfig(max_objects=2, object_size=(0.3, 0.6)))
+    cpu = ClipSampler(photos(), [video], **kwargs).batch_at(1)
+    meta = ClipSampler(photos(), [video], **kwargs, device="meta").batch_at(1)
+    assert cpu.synthetic is not None and cpu.synthetic.any() and not cpu.synthetic.all()
+    for name in ("hr", "lr", "masks"):
+        assert getattr(meta, name).device.type == "meta"
+        assert getattr(meta, name).shape == getattr(cpu, name).shape
+        assert getattr(meta, name).dtype == getattr(cpu, name).dtype
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_sampler_makes_the_batches_of_the_cpu_one() -> None:
+    """The same clips (the random draws stay on the CPU), up to the GPU's arithmetic; the
+    compression step runs on the CPU and comes back."""
+    from semlens.train.degrade import parse_random
+
+    video = torch.randint(0, 256, (6, 3, 40, 40), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    kwargs = dict(scale=2, patch=8, frames=3, batch=6, video_fraction=0.5, seed=2,
+                  degradation=parse_random("random:compress=1.0,crf=18-30,blur=0,noise=0"))
+    cpu = ClipSampler(photos(), [video], **kwargs).batch_at(3)
+    gpu = ClipSampler(photos(), [video], **kwargs, device="cuda").batch_at(3)
+    assert gpu.hr.is_cuda and gpu.lr.is_cuda and gpu.masks.is_cuda
+    assert float((gpu.hr.cpu() - cpu.hr).abs().max()) <= 2 / 255
+    assert float((gpu.masks.cpu() != cpu.masks).float().mean()) < 0.01
+    assert float((gpu.lr.cpu() - cpu.lr).abs().mean()) < 2 / 255
+
+
 def test_bi_degradation_is_bicubic_antialiased_and_8_bit() -> None:
     hr = torch.rand(2, 3, 16, 12)
     lr = bicubic_degrade(hr, 4)
@@ -486,6 +518,37 @@ def test_data_workers_and_bf16_autocast_train_the_same_schedule(tmp_path) -> Non
     assert any(not torch.equal(one[k], bf16[k]) for k in one)  # autocast really changed the arithmetic
     drift = max(float((one[k] - bf16[k]).abs().max()) for k in one if one[k].is_floating_point())
     assert drift < 0.05
+
+
+def test_semantics_are_made_in_the_data_threads_while_a_step_trains(tmp_path, monkeypatch) -> None:
+    """Beyond the first batch, the extractor runs in the data threads, not in the training loop."""
+    import threading
+
+    from semlens.train import loop
+
+    callers: list[str] = []
+    real = loop.load_extractor
+
+    def recording(name: str):
+        extractor = real(name)
+
+        class Recorded:
+            def reset(self) -> None:
+                extractor.reset()
+
+            def __call__(self, frames):
+                callers.append(threading.current_thread().name)
+                return extractor(frames)
+        return Recorded()
+
+    monkeypatch.setattr(loop, "load_extractor", recording)
+    sampler = ClipSampler(photos(), [], scale=2, patch=8, frames=3, batch=2, seed=0)
+    cfg = TrainConfig(scale=2, overrides={"channels": 8, "token_dim": 8}, iterations=4, batch=2, patch=8,
+                      frames=3, warmup=1, checkpoint_every=4)
+    train(cfg, tmp_path / "run", sampler=sampler, quiet=True, device="cpu", data_workers=2)
+    assert len(callers) == 4
+    assert callers[0] == threading.main_thread().name
+    assert all(name.startswith("semlens-data") for name in callers[1:])
 
 
 def test_train_device_resolution_and_refusals(monkeypatch) -> None:

@@ -106,12 +106,17 @@ class ClipSampler:
         seed: base seed.
         degradation: what follows the BI downscale, per clip: a fixed :class:`Degradation`, a
             :class:`RandomDegradation` drawn per clip, or None (clean BI).
+        device: where the batches are made (settable later, :attr:`device`). On a GPU the
+            synthetic filming, flips and downscale run there, which keeps a fast training step fed;
+            the random draws stay on the CPU, so a batch holds the same clips on any device (its
+            values differ only by the device's arithmetic), and video encoding stays on the CPU.
     """
 
     def __init__(self, photos: Sequence[Tensor], videos: Sequence[Tensor], scale: int, patch: int, frames: int,
                  batch: int, video_fraction: float = 0.3, seed: int = 0,
                  motion: MotionConfig | None = None,
-                 degradation: Degradation | RandomDegradation | None = None) -> None:
+                 degradation: Degradation | RandomDegradation | None = None,
+                 device: str | torch.device = "cpu") -> None:
         if not photos:
             raise ValueError("training needs at least one photo")
         self.photos = list(photos)
@@ -121,6 +126,18 @@ class ClipSampler:
         self.seed = seed
         self.motion = motion or MotionConfig(camera_speed=1.5 * scale, object_speed=2.5 * scale)
         self.degradation = degradation
+        self.device = torch.device(device)
+        self._placed: dict[tuple[str, int], Tensor] = {}
+
+    def _photo(self, index: int) -> Tensor:
+        """Photo ``index`` on :attr:`device` (moved there once)."""
+        if self.device.type == "cpu":
+            return self.photos[index]
+        key = (str(self.device), index)
+        placed = self._placed.get(key)
+        if placed is None:
+            placed = self._placed[key] = self.photos[index].to(self.device)
+        return placed
 
     def _video_clip(self, g: torch.Generator) -> tuple[Tensor, Tensor]:
         video = self.videos[int(torch.randint(len(self.videos), (), generator=g))]
@@ -128,14 +145,14 @@ class ClipSampler:
         t0 = int(torch.randint(0, video.shape[0] - self.frames + 1, (), generator=g))
         y = int(torch.randint(0, video.shape[2] - size + 1, (), generator=g))
         x = int(torch.randint(0, video.shape[3] - size + 1, (), generator=g))
-        clip = video[t0:t0 + self.frames, :, y:y + size, x:x + size].float() / 255
-        return clip, torch.zeros(self.frames, size, size, dtype=torch.long)
+        clip = video[t0:t0 + self.frames, :, y:y + size, x:x + size].to(self.device).float() / 255
+        return clip, torch.zeros(self.frames, size, size, dtype=torch.long, device=self.device)
 
     def _photo_clip(self, g: torch.Generator) -> tuple[Tensor, Tensor]:
         n = len(self.photos)
-        background = self.photos[int(torch.randint(n, (), generator=g))]
+        background = self._photo(int(torch.randint(n, (), generator=g)))
         count = int(torch.randint(0, self.motion.max_objects + 1, (), generator=g))
-        objects = [self.photos[int(torch.randint(n, (), generator=g))] for _ in range(count)]
+        objects = [self._photo(int(torch.randint(n, (), generator=g))) for _ in range(count)]
         return synthetic_clip(background, objects, self.frames, self.patch * self.scale, g, self.motion)
 
     def clip(self, g: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -159,8 +176,7 @@ class ClipSampler:
     def batch_at(self, index: int) -> Batch:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         clips, masks, synthetic = zip(*(self._clip(g) for _ in range(self.batch)))
-        hr = torch.stack(clips).clamp(0, 1)
-        hr = (hr * 255).round() / 255  # HR frames are 8-bit too
+        hr = torch.stack(clips).clamp_(0, 1).mul_(255).round_().div_(255)  # HR frames are 8-bit too
         lr = bicubic_degrade(hr, self.scale)
         if self.degradation is not None:  # drawn after the clips, so clean-BI batches stay as they were
             chains = [self.degradation.draw(g) if isinstance(self.degradation, RandomDegradation)

