@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from semlens.errors import InvalidInputError
 from semlens.io import VideoInfo, probe
+from semlens.windows import plan_windows
 
 if TYPE_CHECKING:
     from semlens.upscaler import SemanticLensUpscaler
@@ -92,8 +93,10 @@ class Estimate:
     """The cost of upscaling a whole video, extrapolated from ``sample_frames`` frames.
 
     ``upscale_seconds`` and ``encode_seconds`` are the measured times for the sample (the first
-    includes the network's first-call warm-up, so the estimate leans high); ``seconds`` is their sum
-    per frame times the frame count. ``output_bytes`` is the encoded sample's bytes per frame times
+    includes the network's first-call warm-up, so the estimate leans high). ``seconds`` scales the
+    upscaling time by the network's work, the frames its windows read (``frames_read`` for the whole
+    video as one shot, ``sample_frames_read`` for the sample, whose last window reads its context like
+    any shot's end), and the encoding time by the frame count. ``output_bytes`` is the encoded sample's bytes per frame times
     the frame count plus the audio and subtitle bytes copied from the input; the sample starts
     with a key frame, so long videos usually come out smaller."""
 
@@ -112,6 +115,8 @@ class Estimate:
     crf: float | None
     preset: str | None
     method: str = field(default="")
+    frames_read: int = 0
+    sample_frames_read: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,12 +228,16 @@ def estimate_run(upscaler: SemanticLensUpscaler, report: FileReport, *, sample_f
         video_bytes = target.stat().st_size
     n = len(frames)
     total = report.frame_count
-    per_frame = (upscale_seconds + encode_seconds) / n
+    window, overlap = upscaler.settings.window, upscaler.settings.overlap
+    sample_read = sum(len(w.indices) for w in plan_windows(n, window, overlap))
+    read = sum(len(w.indices) for w in plan_windows(total, window, overlap)) if total > 0 else 0
+    seconds = upscale_seconds / sample_read * read + encode_seconds / n * total
     method = (f"upscaled the first {n} frames on {upscaler.device} in {upscale_seconds:.2f} s (first call "
-              f"included) and encoded them with {codec} (crf {crf}, preset {preset}) in {encode_seconds:.2f} s; "
-              f"times and bytes per frame x {total} frames, plus the copied audio/subtitles")
+              f"included; their windows read {sample_read} frames, the whole video's {read}) and encoded them "
+              f"with {codec} (crf {crf}, preset {preset}) in {encode_seconds:.2f} s; upscaling time x frames "
+              f"read, encoding time and bytes per frame x {total} frames, plus the copied audio/subtitles")
     return Estimate(model=upscaler.name, scale=s, device=str(upscaler.device), output_width=info.width * s,
                     output_height=info.height * s, frames=total, sample_frames=n,
-                    upscale_seconds=upscale_seconds, encode_seconds=encode_seconds, seconds=per_frame * total,
+                    upscale_seconds=upscale_seconds, encode_seconds=encode_seconds, seconds=seconds,
                     output_bytes=int(video_bytes / n * total) + report.aux_bytes, codec=codec, crf=crf,
-                    preset=preset, method=method)
+                    preset=preset, method=method, frames_read=read, sample_frames_read=sample_read)

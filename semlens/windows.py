@@ -3,9 +3,11 @@
 A shot of ``L`` frames is covered by windows of ``T`` frames. Each window feeds ``T`` frames to the
 network but emits only its ``S = T - 2 * O`` inner frames, ``O`` being the overlap (context) on each
 side; window ``k`` emits frames ``[k*S, min((k+1)*S, L))`` and reads frames ``k*S - O`` to
-``k*S - O + T - 1``. Indices outside ``[0, L)`` are reflected at the shot's ends (``-1 -> 1``,
-``L -> L - 2``), so the first and last frames get as much context as the others. Every frame is
-emitted exactly once, in order.
+``k*S - O + T - 1``, except that the last window of a shot reads no further than ``O`` frames past
+its last emitted frame (a shot shorter than a window, a single image above all, costs its own frames
+and their context, not ``T``). Indices outside ``[0, L)`` are reflected at the shot's ends
+(``-1 -> 1``, ``L -> L - 2``), so the first and last frames get as much context as the others.
+Every frame is emitted exactly once, in order.
 """
 
 from __future__ import annotations
@@ -64,13 +66,14 @@ class Window:
 
 def window_at(number: int, length: int | None, window: int, overlap: int) -> Window:
     """Window ``number`` of a shot of ``length`` frames (``None``: length not known yet, which is
-    fine as long as the window does not reach past the known frames)."""
+    fine as long as the window does not reach past the known frames). A window that emits the
+    shot's last frame reads ``overlap`` frames past it, not up to ``window`` frames."""
     check_window(window, overlap)
     step = window - 2 * overlap
     start = number * step
     stop = start + step if length is None else min(start + step, length)
     first = start - overlap
-    raw = range(first, first + window)
+    raw = range(first, first + window if length is None else min(first + window, stop + overlap))
     if length is None:
         indices = tuple(reflect_index(i, 10**12) if i < 0 else i for i in raw)
     else:

@@ -11,6 +11,8 @@ from clips import make_clip, make_image_folder
 from conftest import invoke_cli
 
 from semlens.describe import describe_file, estimate_run
+from semlens.upscaler import SemanticLensUpscaler
+from semlens.windows import plan_windows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,7 +70,11 @@ def test_json_output_with_an_estimate(tmp_path, tiny_x2_path):
     est = d["estimate"]
     assert (est["output_width"], est["output_height"], est["scale"]) == (64, 48, 2)
     assert (est["frames"], est["sample_frames"]) == (10, 3)
-    assert est["seconds"] == pytest.approx((est["upscale_seconds"] + est["encode_seconds"]) / 3 * 10)
+    # the upscaling time scales with the frames the windows read (the model's window and overlap)
+    settings = SemanticLensUpscaler.from_pretrained(str(tiny_x2_path), device="cpu").settings
+    read = [sum(len(w.indices) for w in plan_windows(n, settings.window, settings.overlap)) for n in (3, 10)]
+    assert [est["sample_frames_read"], est["frames_read"]] == read and read[0] < read[1]
+    assert est["seconds"] == pytest.approx(est["upscale_seconds"] / read[0] * read[1] + est["encode_seconds"] / 3 * 10)
     assert est["output_bytes"] > 0 and "first 3 frames" in est["method"]
 
 

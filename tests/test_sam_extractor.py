@@ -446,7 +446,8 @@ def test_state_made_in_inference_mode_works_outside(checkpoint: Path) -> None:
 
 def test_windows_from_the_scheduler_encode_one_frame_each(checkpoint: Path) -> None:
     # semlens.windows: T = 6, context O = 1 -> consecutive windows share 2 frames; the ends are
-    # reflect-padded. Shared frames are detected, so SAM encodes one frame per window.
+    # reflect-padded (the last window, emitting frames 12-13, reads 11-13 and 12 reflected).
+    # Shared frames are detected, so SAM encodes one frame per window.
     from semlens.windows import WindowScheduler
 
     ext = build_sam_extractor(TINY, checkpoint, **OPEN)
@@ -454,15 +455,15 @@ def test_windows_from_the_scheduler_encode_one_frame_each(checkpoint: Path) -> N
     clip = make_clip(t=14, cut=None)[0]
     scheduler: WindowScheduler[torch.Tensor] = WindowScheduler(6, 1)
     windows = [w for frame in clip for w in scheduler.push(frame)] + scheduler.finish()
-    assert len(windows) == 4
+    assert [len(frames) for _, frames in windows] == [6, 6, 6, 4]
     previous = None
     for _, frames in windows:
         sem = ext(torch.stack(frames)[None])
-        check_semantics(sem, 1, 6)
+        check_semantics(sem, 1, len(frames))
         assert ext.last_keyframes == (((0,),) if previous is None else ((2,),))
         if previous is not None:
             for t in range(2):
                 assert torch.equal(track_map(sem, 0, t), track_map(previous, 0, 4 + t))
         previous = sem
     assert len(calls) == 4
-    assert ext.frames_seen == 6 + 3 * 4
+    assert ext.frames_seen == 6 + 2 * 4 + 2
