@@ -3,6 +3,7 @@
     python -m semlens.train.valset runs/valset
     python benchmarks/temporal_use.py runs/valset --scale 4 [--model NAME|PATH] [--max-frames 24]
         [--out benchmarks/results/temporal_use-x4.json]
+    python benchmarks/temporal_use.py --card-table REPORT.json   (a saved report as a model card's table)
 
 Every variant runs the *same* model on the same BI-degraded frames (``semlens.evaluate``), scored as
 PSNR-Y / SSIM-Y and tPSNR-Y (PSNR of frame-to-frame differences against those of the ground truth,
@@ -34,6 +35,7 @@ Models trained without an extractor (``none``) skip the two mask variants.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -315,7 +317,27 @@ def measure(paths: list[Path], model: str | None, scale: int, max_frames: int | 
     return report
 
 
+def card_table(report: dict[str, Any]) -> str:
+    """The model card's table of a saved report: PSNR-Y per clip and variant, the mean, the gain
+    against ``window`` and the mean tPSNR-Y, variants in alphabetical order."""
+    clips = report["clips"]
+    lines = ["| variant | " + " | ".join(c["clip"] for c in clips) + " | mean PSNR-Y | vs window | mean tPSNR-Y |",
+             "|---|" + "---|" * (len(clips) + 3)]
+    for m in sorted(report["mean"]["psnr"]):
+        lines.append(f"| {m} | " + " | ".join(f"{c['psnr'][m]:.2f}" for c in clips)
+                     + f" | {report['mean']['psnr'][m]:.2f} | {report['gain_vs_window_db'][m]:+.2f} | "
+                     + f"{report['mean']['tpsnr'][m]:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--card-table"]:  # python benchmarks/temporal_use.py --card-table REPORT.json
+        if len(argv) != 2:
+            raise SystemExit("usage: temporal_use.py --card-table REPORT.json")
+        print(card_table(json.loads(Path(argv[1]).read_text())))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("clips", type=Path, help="a clip or a folder of clips (e.g. the held-out set)")
     parser.add_argument("--scale", type=int, default=4)

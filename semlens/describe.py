@@ -96,9 +96,9 @@ class Estimate:
     includes the network's first-call warm-up, so the estimate leans high). ``seconds`` scales the
     upscaling time by the network's work, the frames its windows read (``frames_read`` for the whole
     video as one shot, ``sample_frames_read`` for the sample, whose last window reads its context like
-    any shot's end), and the encoding time by the frame count. ``output_bytes`` is the encoded sample's bytes per frame times
-    the frame count plus the audio and subtitle bytes copied from the input; the sample starts
-    with a key frame, so long videos usually come out smaller."""
+    any shot's end), and the encoding time by the frame count. ``output_bytes`` is the encoded
+    sample's bytes per frame times the frame count plus the audio and subtitle bytes copied from the
+    input; the sample starts with a key frame, so long videos usually come out smaller."""
 
     model: str
     scale: int
