@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "upscaler": {"pipeline", "hub", "io", "enhancer", "semantics", "tiling", "scan"} | BASICS,
     "segments": {"upscaler", "pipeline", "io", "semantics", "windows", "errors", "runtime"},
     "distributed": {"upscaler", "segments", "io", "enhancer", "scan"} | BASICS,
-    "describe": {"upscaler", "io", "errors"},
+    "describe": {"upscaler", "io", "errors", "windows"},
     "compare": {"upscaler", "evaluate", "io", "errors"},
     "evaluate": {"io", "metrics", "scan", "train", "errors"},
     "train": {"enhancer", "semantics", "hub", "windows", "metrics", "io", "errors", "runtime"},
