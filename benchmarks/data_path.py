@@ -5,8 +5,9 @@ served again at every step (a data path that costs nothing). Their ratio is what
 step; 1.0 means the data threads keep up.
 
     python benchmarks/data_path.py --device cpu --preset tiny --patch 40 --frames 10 --batch 4 \
-        --workers 1 --threads 1 --out benchmarks/results/data_path-cpu.json
-    python benchmarks/data_path.py --device cuda --preset base --workers 4,12 --out $OUT/data_path.json
+        --steps 20 --workers 1 --threads 1 --out benchmarks/results/data_path-cpu-tiny.json
+    python benchmarks/data_path.py --device cpu --steps 0 --threads 1 --out benchmarks/results/data_path-cpu-base-batches.json
+    python benchmarks/data_path.py --device cuda --preset base --steps 6 --workers 12 --out $OUT/data_path.json
 
 The defaults are ``scripts/gpu_train.py``'s recipe (x4, LR patches of 64, clips of 12, batch 16,
 the real-footage degradation). Also reported: the seconds of one batch made in the calling thread
@@ -81,8 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         one.append((middle - start, time.perf_counter() - middle))
     batch_s = statistics.median(a for a, _ in one)
     with_semantics_s = statistics.median(b for _, b in one)
+    print(f"{args.preset} x{args.scale}, batch {args.batch} x {args.frames} frames, LR patch {args.patch}, "
+          f"on {device} (amp {amp}), {threads} torch threads")
+    print(f"one batch in the calling thread: {batch_s:.3f} s to make, {with_semantics_s:.3f} s with semantics",
+          flush=True)
+    report = {"machine": machine(), "device": str(device), "amp": str(amp), "preset": args.preset,
+              "scale": args.scale, "patch": args.patch, "frames": args.frames, "batch": args.batch,
+              "degradation": args.degradation, "steps": args.steps,
+              "one_batch_s": batch_s, "one_batch_with_semantics_s": with_semantics_s, "runs": []}
 
-    rows, results = [], []
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         served = _Served(batch)
         for workers in (int(w) for w in args.workers.split(",") if args.steps > 0):
@@ -92,18 +101,13 @@ def main(argv: list[str] | None = None) -> int:
                   data_workers=workers)
             fed = _median_step(Path(tmp) / f"served-{workers}")
             real = _median_step(Path(tmp) / f"built-in-{workers}")
-            results.append({"workers": workers, "step_prepared_batch_s": fed, "step_built_in_data_s": real,
-                            "ratio": real / fed})
+            report["runs"].append({"workers": workers, "step_prepared_batch_s": fed, "step_built_in_data_s": real,
+                                   "ratio": real / fed})
             rows.append([workers, fed, real, real / fed])
-    print(f"{args.preset} x{args.scale}, batch {args.batch} x {args.frames} frames, LR patch {args.patch}, "
-          f"on {device} (amp {amp}), {threads} torch threads")
-    print(f"one batch in the calling thread: {batch_s:.3f} s to make, {with_semantics_s:.3f} s with semantics")
+            print(f"{workers} data thread(s): step {fed:.3f} s with a batch ready, {real:.3f} s with the built-in "
+                  f"data", flush=True)
     print(markdown_table(["data threads", "step, batch ready (s)", "step, built-in data (s)", "ratio"], rows))
-    write_json(args.out, {"machine": machine(), "device": str(device), "amp": str(amp), "preset": args.preset,
-                          "scale": args.scale, "patch": args.patch, "frames": args.frames, "batch": args.batch,
-                          "degradation": args.degradation, "steps": args.steps,
-                          "one_batch_s": batch_s, "one_batch_with_semantics_s": with_semantics_s,
-                          "runs": results})
+    write_json(args.out, report)
     return 0
 
 

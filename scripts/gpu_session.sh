@@ -19,8 +19,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$OUT/te
 timeout 150 python3 -m pytest -q -n 8 -p no:cacheprovider tests >> "$OUT/tests.txt" 2>&1
 timeout 110 python3 benchmarks/gpu_check.py --out "$OUT/gpu_check.json" > "$OUT/gpu_check.txt" 2>&1
 # does the data path keep a base step fed (12 data threads, clips filmed on the GPU)?
-timeout 60 python3 benchmarks/data_path.py --device cuda --preset base --steps 8 --workers 12 \
+timeout 75 python3 benchmarks/data_path.py --device cuda --preset base --steps 6 --workers 12 \
     --out "$OUT/data_path.json" >> "$OUT/gpu_check.txt" 2>&1
-timeout 250 python3 scripts/gpu_train.py /tmp/base-x4 --scale 4 --minutes 3 --copy-to "$OUT/base-x4" \
+timeout 230 python3 scripts/gpu_train.py /tmp/base-x4 --scale 4 --minutes 2.7 --copy-to "$OUT/base-x4" \
     > "$OUT/train.txt" 2>&1
 tail -n 5 "$OUT/tests.txt" "$OUT/gpu_check.txt" "$OUT/train.txt"
