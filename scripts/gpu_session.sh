@@ -16,8 +16,8 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 # no dependency fetched; needs setuptools in the image
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . > "$OUT/tests.txt" 2>&1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$OUT/tests.txt" 2>&1
-timeout 150 python3 -m pytest -q -n 8 -p no:cacheprovider tests >> "$OUT/tests.txt" 2>&1
-timeout 110 python3 benchmarks/gpu_check.py --out "$OUT/gpu_check.json" > "$OUT/gpu_check.txt" 2>&1
+timeout 140 python3 -m pytest -q -n 8 -p no:cacheprovider tests >> "$OUT/tests.txt" 2>&1
+timeout 105 python3 benchmarks/gpu_check.py --out "$OUT/gpu_check.json" > "$OUT/gpu_check.txt" 2>&1
 # does the data path keep a base step fed (12 data threads, clips filmed on the GPU)?
 timeout 75 python3 benchmarks/data_path.py --device cuda --preset base --steps 6 --workers 12 \
     --out "$OUT/data_path.json" >> "$OUT/gpu_check.txt" 2>&1
