@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                       patch=args.patch, frames=args.frames, warmup=1, checkpoint_every=max(1, args.steps),
                       degradation=args.degradation, token_source="pooled", motion_search=8, max_motion=5.0,
                       threads=args.threads)
-    sampler = default_sampler(cfg)
-    sampler.device = device
+    sampler = default_sampler(cfg, device)
     make = batch_maker(cfg, sampler, device)
     make(0)  # photos placed on the device, extractor loaded
     one = []

@@ -3,9 +3,9 @@
 The shipped tiny models were trained on two CPU cores; the ``base`` preset (7.2 M parameters)
 needs a GPU. A GPU lent for a few minutes is best spent on one call of this script: it measures
 the seconds per step of the recipe on the machine (a short probe run, thrown away), sizes the run
-so that its whole cosine schedule fits the minutes given, trains it (bf16 autocast, the data made
-on the CPU cores by ``--data-workers`` threads), and writes next to the float32 weights a float16
-copy small enough to come back from a lent machine (``base`` x4: 28.9 MB in float32, 14.5 MB in
+so that its whole cosine schedule fits the minutes given, trains it (bf16 autocast, the clips filmed
+on the GPU, batches and semantics made by ``--data-workers`` threads), and writes next to the float32
+weights a float16 copy small enough to come back from a lent machine (``base`` x4: 28.9 MB in float32, 14.5 MB in
 float16; the loader casts it back to float32). A JSON summary (steps, seconds per step, sha256 of
 both files) is printed and written as ``summary.json``.
 
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       frames=args.frames, lr=args.lr, warmup=1, checkpoint_every=100, degradation=RECIPE,
                       token_source="pooled", init=args.init, motion_search=8, max_motion=5.0)
     run_args = {"device": device, "amp": args.amp, "data_workers": args.data_workers}
-    sampler = default_sampler(cfg)  # the batches depend on neither the iterations nor the schedule
+    # the batches depend on neither the iterations nor the schedule; the clips are filmed on the GPU
+    sampler = default_sampler(cfg, device)
     t0 = time.perf_counter()
     sec = probe_seconds(cfg, args.probe, sampler, **run_args)
     probe_wall = time.perf_counter() - t0

