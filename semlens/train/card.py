@@ -144,6 +144,9 @@ def _architecture_lines(cfg: dict[str, Any], run_dir: Path) -> list[str]:
     if cfg.get("max_motion") is not None:
         lines.append(f"- Synthetic motion: objects up to {cfg['max_motion']} LR pixels per frame, the camera up to 60% "
                      "of that.")
+    if cfg.get("train_only"):
+        lines.append("- Trained parts: only " + ", ".join(f"`{part}`" for part in cfg["train_only"])
+                     + " (`--train-only`); every other tensor kept the warm start's value.")
     if cfg.get("init"):
         weights = run_dir / "model.safetensors"
         sha = None

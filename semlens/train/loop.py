@@ -24,9 +24,45 @@ from semlens.hub import load_extractor
 from semlens.semantics import Semantics, empty_semantics, extractor_dims
 
 __all__ = ["TrainConfig", "train", "charbonnier", "build_model", "batch_semantics", "train_device", "AMP_MODES",
-           "default_sampler", "batch_maker"]
+           "default_sampler", "batch_maker", "TRAINABLE_PARTS", "trainable_names"]
 
 AMP_MODES = ("auto", "bf16", "none")
+
+#: The parts of the enhancer ``TrainConfig.train_only`` can name, each with the parameter-name
+#: patterns it covers (a trailing dot: a module prefix; ``.x.`` anywhere: a submodule of either
+#: propagation direction). Together they cover every parameter of the network.
+TRAINABLE_PARTS: dict[str, tuple[str, ...]] = {
+    "extract": ("extract.",),
+    "tokens": ("pooled.", "instance_proj.", "scene_proj.", "scene_default", "events."),
+    "image": (".align.",),
+    "fuse": (".fuse.", ".occlusion."),
+    "gps": (".gps.",),
+    "isee": (".isee.",),
+    "body": (".body.",),
+    "upsample": ("upsample.",),
+}
+
+
+def _in_part(name: str, part: str) -> bool:
+    for pattern in TRAINABLE_PARTS[part]:
+        if pattern.startswith("."):
+            if pattern in "." + name:
+                return True
+        elif name == pattern or name.startswith(pattern):
+            return True
+    return False
+
+
+def trainable_names(model: torch.nn.Module, parts: tuple[str, ...] | list[str]) -> list[str]:
+    """The names of ``model``'s parameters that belong to ``parts`` (all of them when ``parts`` is
+    empty): what a run with ``TrainConfig.train_only`` trains; the others stay as they start."""
+    unknown = [p for p in parts if p not in TRAINABLE_PARTS]
+    if unknown:
+        raise ValueError(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(TRAINABLE_PARTS)}")
+    names = [n for n, _ in model.named_parameters()]
+    if not parts:
+        return names
+    return [n for n in names if any(_in_part(n, part) for part in parts)]
 
 
 @dataclass
@@ -57,6 +93,7 @@ class TrainConfig:
     motion_search: int = 0  # EnhancerConfig.motion_search (IMAGE's motion-centred reach, LR px)
     max_motion: float | None = None  # fastest object in the synthetic clips, LR px/frame (None: 2.5)
     fresh_lr_scale: float = 1.0  # with init: the learning rate of the tensors the warm start did not fill, x this
+    train_only: list[str] = field(default_factory=list)  # TRAINABLE_PARTS to train (empty: all); the rest frozen
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -85,6 +122,11 @@ class TrainConfig:
         if self.mask_fraction > 0 and self.token_source != "pooled" and self.extractor != "lite":
             raise ValueError("true masks come with the lite extractor's tokens: train them with the lite "
                              "extractor or with token_source='pooled'")
+        unknown = [p for p in self.train_only if p not in TRAINABLE_PARTS]
+        if unknown:
+            raise ValueError(f"unknown part(s) to train: {', '.join(unknown)}; choose from {', '.join(TRAINABLE_PARTS)}")
+        if self.train_only and not self.init:
+            raise ValueError("training only some parts needs a warm start (init) for the others")
 
 
 def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
@@ -339,8 +381,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
     model.to(dev)
     ema.to(dev)
     fresh = set(fresh_names(model, cfg.init)) if (cfg.init and cfg.fresh_lr_scale != 1.0) else set()
+    trained = set(trainable_names(model, cfg.train_only))
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
+        if name not in trained:
+            p.requires_grad_(False)  # frozen: keeps its warm-start value (and so does its EMA)
+            continue
         plain = p.ndim <= 1 or name.endswith("position_bias")  # no weight decay
         groups.setdefault((plain, name in fresh), []).append(p)
     optim = torch.optim.AdamW(
@@ -387,7 +433,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, sampler: Any = None, quiet: boo
             loss = charbonnier(pred.float(), batch.hr)
             optim.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             optim.step()
             d = min(cfg.ema, (1 + step) / (10 + step))
             with torch.no_grad():
