@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -211,18 +211,38 @@ def _panel_size(info: VideoInfo, crop: tuple[int, int, int, int] | None, s: int)
     return crop[2] * s, crop[3] * s
 
 
+#: Picture formats of :func:`compare_video`, by extension (PIL format, save options).
+PICTURE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".png": ("PNG", {"optimize": True}),
+    ".jpg": ("JPEG", {"quality": 95}),
+    ".jpeg": ("JPEG", {"quality": 95}),
+    ".webp": ("WEBP", {"lossless": True}),
+}
+
+
+def check_picture_path(dst: str | Path) -> Path:
+    """``dst`` as a path if it names a picture :func:`compare_video` can write; else ValueError."""
+    dst = Path(dst)
+    if dst.suffix.lower() not in PICTURE_FORMATS:
+        raise ValueError(f"a comparison picture is a .png, .jpg or .webp file, not {str(dst)!r}")
+    return dst
+
+
 def compare_video(src: str | Path, dst: str | Path, upscalers: Sequence[SemanticLensUpscaler], *,
                   at: Sequence[float] = (), crop: tuple[int, int, int, int] | None = None,
-                  baselines: bool = True) -> CompareResult:
+                  baselines: bool = True, overwrite: bool = False) -> CompareResult:
     """Write a PNG ``dst`` comparing bicubic, Lanczos (unless ``baselines`` is false) and each of
     ``upscalers`` (all of one scale) on the frames of ``src`` at the times ``at`` (seconds; default:
     the middle of the video). ``crop`` ``(x, y, w, h)`` in input pixels shows that region only,
     at ``s*w x s*h``. Frames deeper than 8 bits are compared as 8-bit. Raises ValueError for a
-    crop outside the frame or a time past the end, and the I/O errors of :mod:`semlens.io`."""
-    from semlens.io import probe
+    crop outside the frame or a time past the end or a ``dst`` that is not a picture (.png, .jpg,
+    .webp; written in that format), and the I/O errors of :mod:`semlens.io`. ``dst`` appears only
+    when complete, is never the input, and replaces an existing file only with ``overwrite``."""
+    from semlens.io import atomic_output, check_output_path, probe
 
     s, methods = _methods(upscalers, baselines)
-    src, dst = Path(src), Path(dst)
+    src, dst = Path(src), check_picture_path(dst)
+    check_output_path(dst, source=src, overwrite=overwrite, is_dir=False)
     info = probe(src)
     times = list(at) if at else [(info.duration or 0.0) / 2]
     _check_request(info, crop, times)
@@ -241,16 +261,21 @@ def compare_video(src: str | Path, dst: str | Path, upscalers: Sequence[Semantic
             row.append((text, image))
         rows.append(row)
     picture = render_grid(rows)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        picture.save(dst, format="PNG", optimize=True)
-    except OSError as exc:
-        from semlens.errors import OutputError
+    kind, options = PICTURE_FORMATS[dst.suffix.lower()]
+    with atomic_output(dst, overwrite=overwrite, source=src) as tmp:
+        try:
+            picture.save(tmp, format=kind, **options)
+        except OSError as exc:
+            from semlens.errors import OutputError
 
-        raise OutputError(f"cannot write {str(dst)!r} ({exc.strerror or exc})") from exc
+            raise OutputError(f"cannot write {str(dst)!r} ({exc.strerror or exc})") from exc
     panel = rows[0][0][1].shape
     return CompareResult(path=dst, width=picture.width, height=picture.height,
                          labels=tuple(m[0] for m in methods), times=tuple(shown), panel=(panel[1], panel[0]))
+
+
+# Containers that hold the H.264 of a comparison clip with its timestamps.
+_CLIP_CONTAINERS = frozenset({".mp4", ".m4v", ".mkv", ".mov", ".ts", ".m2ts", ".mts", ".nut"})
 
 
 def check_clip_path(dst: str | Path) -> Path:
@@ -262,6 +287,8 @@ def check_clip_path(dst: str | Path) -> Path:
         raise ValueError(f"cannot write the clip as {str(dst)!r}: AVI stores no timestamps; use .mp4 or .mkv")
     if dst.suffix.lower() not in VIDEO_EXTENSIONS:
         raise ValueError(f"a comparison clip is a video: {str(dst)!r} needs a video extension such as .mp4 or .mkv")
+    if dst.suffix.lower() not in _CLIP_CONTAINERS:
+        raise ValueError(f"a comparison clip is H.264, which {dst.suffix} cannot hold; write it as .mp4, .mkv or .mov")
     return dst
 
 

@@ -597,8 +597,8 @@ class SemanticLensUpscaler:
                        ray_options: Any = None, **video_options: Any) -> list[UpscaleResult]:
         """Upscale every video under ``src`` (recursively) into ``dst`` with the same relative paths.
 
-        A file that fails does not stop the others: its result has ``status == "failed"`` and the
-        error message. ``skip_existing`` skips outputs that exist and are complete (same frame
+        An output folder inside ``src`` is not read as input. A file that fails does not stop the
+        others: its result has ``status == "failed"`` and the error message. ``skip_existing`` skips outputs that exist and are complete (same frame
         count, upscaled size). Raises :class:`NothingToDoError` when ``src`` holds no videos, and
         :class:`BatchError` at the end if ``raise_on_failure`` and some file failed.
 
@@ -623,7 +623,7 @@ class SemanticLensUpscaler:
             raise InputNotFoundError(f"input folder {str(src)!r} does not exist")
         if not src.is_dir():
             raise InvalidInputError(f"{str(src)!r} is not a folder")
-        videos = find_videos(src)
+        videos = find_videos(src, exclude=dst)
         if not videos:
             raise NothingToDoError(f"no videos found in {str(src)!r} (looked for common video extensions, recursively)")
         if dst.resolve() == src.resolve():

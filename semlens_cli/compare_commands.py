@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from semlens_cli.params import GivenPath
+
 
 @click.command("compare")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=GivenPath(path_type=Path))
 @click.option("--scale", type=click.Choice(["2", "4"]), default=None,
               help="Upscaling factor; without --model picks the shipped model of that scale (default 4).")
 @click.option("--model", "models", multiple=True,
@@ -22,11 +24,12 @@ import click
               help="Write a short side-by-side clip (every frame laid out like the picture) instead of a PNG.")
 @click.option("--seconds", type=float, default=None, metavar="N",
               help="With --video: the clip's length in seconds of the input (default 3).")
-@click.option("--out", "out_path", type=click.Path(path_type=Path), default=None,
-              help="The PNG to write (default compare.png); with --video a video file (default compare.mp4).")
+@click.option("--out", "out_path", type=GivenPath(path_type=Path), default=None,
+              help="The picture to write (.png, .jpg or .webp; default compare.png); with --video a video file "
+                   "(default compare.mp4).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing picture or clip.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, default=0, help="CPU threads for the network (0 = all cores).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="CPU threads for the network (0 = all cores).")
 def compare_command(input_path: Path, scale: str | None, models: tuple[str, ...], times: tuple[str, ...],
                     crop: str | None, video: bool, seconds: float | None, out_path: Path | None, overwrite: bool,
                     device: str, threads: int) -> None:
@@ -37,13 +40,14 @@ def compare_command(input_path: Path, scale: str | None, models: tuple[str, ...]
     from semlens.compare import (
         CLIP_SECONDS,
         check_clip_path,
+        check_picture_path,
         compare_clip,
         compare_video,
         parse_crop,
         parse_time,
     )
-    from semlens.errors import OutputExistsError, SemlensError
-    from semlens.io import VIDEO_EXTENSIONS, probe
+    from semlens.errors import SemlensError
+    from semlens.io import VIDEO_EXTENSIONS, check_output_path, probe
     from semlens_cli.upscale_commands import _build_upscaler
 
     try:
@@ -73,9 +77,12 @@ def compare_command(input_path: Path, scale: str | None, models: tuple[str, ...]
         if out_path.suffix.lower() in VIDEO_EXTENSIONS:
             raise click.BadParameter(f"{str(out_path)!r} is a video name; add --video for a clip, or give a .png",
                                      param_hint="--out")
+        try:
+            check_picture_path(out_path)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--out") from None
     probe(input_path)  # a bad input fails before a model is loaded
-    if out_path.exists() and not overwrite:
-        raise OutputExistsError(f"output {str(out_path)!r} exists; pass overwrite=True to replace it")
+    check_output_path(out_path, source=input_path, overwrite=overwrite, is_dir=False)
     ups = [_build_upscaler(m, int(scale) if scale else None, device, "auto", None, None, 0, threads)
            for m in (models or (None,))]
     try:
@@ -84,7 +91,7 @@ def compare_command(input_path: Path, scale: str | None, models: tuple[str, ...]
                                   seconds=seconds if seconds is not None else CLIP_SECONDS, crop=region,
                                   overwrite=overwrite)
         else:
-            result = compare_video(input_path, out_path, ups, at=at, crop=region)
+            result = compare_video(input_path, out_path, ups, at=at, crop=region, overwrite=overwrite)
     except SemlensError:
         raise
     except ValueError as exc:

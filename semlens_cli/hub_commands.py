@@ -120,13 +120,15 @@ def download_command(name: str, force: bool) -> None:
 @click.option("--card", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Use this markdown file as the model card instead of the generated one.")
 @click.option("--name", default=None, help="Name of the model in its config.")
-def export_command(checkpoint: str, out_dir: str, push: str | None, card: str | None, name: str | None) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace the model files already in OUT_DIR.")
+def export_command(checkpoint: str, out_dir: str, push: str | None, card: str | None, name: str | None,
+                   overwrite: bool) -> None:
     """Write a Hub-ready folder (model.safetensors, config.json, README.md) for CHECKPOINT (a
     training checkpoint with its config, a .safetensors, a model folder or a model name), and with
     --push upload it to the Hugging Face Hub."""
     from semlens.hub import export_model
 
-    result = export_model(checkpoint, out_dir, push=push, card=card, name=name)
+    result = export_model(checkpoint, out_dir, push=push, card=card, name=name, overwrite=overwrite)
     click.echo(f"wrote {result.folder} ({_params(result.parameters)} parameters, sha256 {result.sha256})")
     if result.repo_id is not None:
         click.echo(f"pushed to {result.url}")

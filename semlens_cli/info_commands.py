@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from semlens_cli.params import GivenPath
+
 
 def _bytes(n: int) -> str:
     value = float(n)
@@ -60,7 +62,7 @@ def _estimate_lines(est: Any) -> list[str]:
 
 
 @click.command("info")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=GivenPath(path_type=Path))
 @click.option("--scale", type=click.Choice(["2", "4"]), default=None,
               help="Upscaling factor of the estimate; without --model picks the shipped model (default 4).")
 @click.option("--model", default=None, help="Model of the estimate: name, weights file/folder, or repo id.")
@@ -70,7 +72,7 @@ def _estimate_lines(est: Any) -> list[str]:
 @click.option("--codec", default="libx264", show_default=True, help="Codec of the estimated output.")
 @click.option("--crf", type=float, default=18, show_default=True, help="Quality of the estimated output.")
 @click.option("--preset", default="medium", show_default=True, help="Encoder preset of the estimated output.")
-@click.option("--threads", type=int, default=0, help="CPU threads for the network (0 = all cores).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="CPU threads for the network (0 = all cores).")
 @click.option("--no-estimate", is_flag=True, help="Only describe the file (no model is loaded).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def info_command(input_path: Path, scale: str | None, model: str | None, device: str, sample_frames: int,

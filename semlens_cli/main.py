@@ -25,6 +25,14 @@ class SemlensGroup(click.Group):
         try:
             with clean_warnings(ctx):
                 return super().invoke(ctx)
+        except click.UsageError as exc:
+            # One line, like every other error (click's own form adds the usage and a hint).
+            if debug():
+                raise
+            name = ctx.invoked_subcommand
+            where = f"semlens {name} -h" if name else "semlens -h"
+            click.echo(f"error: {exc.format_message()} (see {where})", err=True)
+            ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except SemlensError as exc:

@@ -36,7 +36,7 @@ def _require_train_extra() -> None:
               help="Inference overlap recorded in the weights (default: up to 2).")
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=0, help="Torch CPU threads (0 = default).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="Torch CPU threads (0 = default).")
 @click.option("--checkpoint-every", type=int, default=50, show_default=True)
 @click.option("--disable", multiple=True, type=click.Choice(["image", "gps", "isee"]),
               help="Switch a part of the network off (ablation); repeatable.")

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from semlens_cli.notices import QUIET, notice
+from semlens_cli.params import GivenPath
 from semlens_cli.progress import DeferredInterrupt, FrameProgress, console
 from semlens_cli.wording import cli_wording
 
@@ -47,8 +48,8 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
 
 
 @click.command("upscale")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=GivenPath(path_type=Path))
+@click.argument("output_path", metavar="OUTPUT", type=GivenPath(path_type=Path))
 @click.option("--scale", type=click.Choice(["2", "4"]), default=None,
               help="Upscaling factor; without --model picks the shipped model of that scale (default 4).")
 @click.option("--model", default=None, help="Model name, weights file/folder, or Hugging Face repo id.")
@@ -60,7 +61,8 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
               help="Context frames read on each side of a window and not emitted by it (default: the "
                    "model's, as much of it as the window allows).")
-@click.option("--tile", type=int, default=0, show_default=True, help="Spatial tile size in input pixels (0 = auto).")
+@click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Spatial tile size in input pixels (0 = auto).")
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=None,
               help="Input pixels neighbouring tiles share (default: enough for the shipped models).")
 @click.option("--memory-budget", type=MemorySize(), default=None, metavar="SIZE",
@@ -84,7 +86,7 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
               help="Only this many seconds of video from --start, audio and subtitles trimmed to match.")
 @click.option("--start", "start_text", default=None, metavar="TIME",
               help="Begin at this time (SS, MM:SS or HH:MM:SS[.ms]); the output starts at 0.")
-@click.option("--threads", type=int, default=0, help="CPU threads for the network (0 = all cores).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="CPU threads for the network (0 = all cores).")
 @click.option("--compile", "compile_", is_flag=True,
               help="torch.compile the network's per-frame stages (dynamic shapes; compiles during the first "
                    "windows, for long GPU runs).")
@@ -116,7 +118,7 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
     """
     from semlens.errors import BatchError, InputNotFoundError
     from semlens.io import TruncatedInputWarning, is_image_folder
-    from semlens.scan import find_videos, links_leaving
+    from semlens.scan import find_videos, links_leaving, top_level_videos
 
     click.get_current_context().meta[QUIET] = quiet
     # A truncated input is reported once, by the run's result (result.warnings), not by the reader too.
@@ -139,11 +141,28 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
 
     if not input_path.exists():
         raise InputNotFoundError(f"input {str(input_path)!r} does not exist")
-    folder_of_videos = input_path.is_dir() and not is_image_folder(input_path)
-    if folder_of_videos and not find_videos(input_path):
-        from semlens.errors import NothingToDoError
+    from semlens.io.encoding import check_encoder_settings, resolve_codec
 
-        raise NothingToDoError(f"no videos found in {str(input_path)!r}; nothing to do")
+    try:
+        check_encoder_settings(resolve_codec(codec), crf, preset)  # before hours of work, not at the header
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--crf/--preset") from None
+    # A folder is a folder of frames when it holds pictures and no video of its own; a folder of
+    # videos may hold pictures too (a poster, a thumbnail), which are left alone.
+    folder_of_videos = input_path.is_dir() and (not is_image_folder(input_path) or bool(top_level_videos(input_path)))
+    if folder_of_videos:
+        from semlens.io import VIDEO_EXTENSIONS
+
+        if output_path.suffix.lower() in VIDEO_EXTENSIONS:
+            raise click.BadParameter(f"{str(input_path)!r} is a folder of videos: their upscaled copies go into a "
+                                     f"folder, and {str(output_path)!r} is a video file name", param_hint="OUTPUT")
+        if not find_videos(input_path, exclude=output_path):
+            from semlens.errors import NothingToDoError
+
+            raise NothingToDoError(f"no videos found in {str(input_path)!r}; nothing to do")
+        if is_image_folder(input_path):
+            notice(f"{str(input_path)!r} holds videos and pictures: upscaling the videos (a folder of frames must "
+                   f"hold frames only)")
     if not folder_of_videos:
         from semlens.io import VIDEO_EXTENSIONS, check_output_path, open_source
 
@@ -211,7 +230,7 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
         if use_ray:  # one progress line for all the videos, which run at the same time
             from semlens.distributed import RayExecutor
 
-            progress.start_file(f"{len(find_videos(input_path))} videos on Ray")
+            progress.start_file(f"{len(find_videos(input_path, exclude=output_path))} videos on Ray")
             results = up.upscale_folder(input_path, output_path, skip_existing=skip_existing, overwrite=overwrite,
                                         progress=on_frame, executor=RayExecutor(ray_options), **options)
             progress.finish_file()
@@ -223,7 +242,7 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
                                         on_start=on_start, on_result=on_result, progress=on_frame, **options)
     failed = [r for r in results if r.status == "failed"]
     if not quiet:
-        _summary(results, input_path, links_leaving(input_path))
+        _summary(results, input_path, links_leaving(input_path, exclude=output_path))
     for r in failed:
         click.echo(f"error: {r.input}: {cli_wording(r.error or '')}", err=True)
     if failed:
@@ -260,7 +279,7 @@ def _summary(results: list[Any], root: Path, links: list[Path]) -> None:
 
 
 @click.command("eval")
-@click.argument("hr_path", metavar="HR_VIDEO_OR_FOLDER", type=click.Path(path_type=Path))
+@click.argument("hr_path", metavar="HR_VIDEO_OR_FOLDER", type=GivenPath(path_type=Path))
 @click.option("--scale", type=click.Choice(["2", "4"]), default=None,
               help="Upscaling factor (default: the --model's, else 4).")
 @click.option("--model", default=None, help="Model to evaluate (default: the shipped model of --scale).")
@@ -273,7 +292,7 @@ def _summary(results: list[Any], root: Path, links: list[Path]) -> None:
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Score only the first N frames of each clip.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON here (- for stdout).")
-@click.option("--threads", type=int, default=0)
+@click.option("--threads", type=click.IntRange(min=0), default=0)
 @click.option("--no-baselines", is_flag=True, help="Skip bicubic and Lanczos.")
 @click.option("--degradation", default="bi", show_default=True,
               help="How LR inputs are made: bi, or BI followed by a chain such as x264:crf=23, "

@@ -62,7 +62,7 @@ def test_the_api_refuses_zero_frames_and_a_zero_window(tmp_path, tiny_upscaler, 
 def test_a_bad_memory_budget_is_a_usage_error(tmp_path, value):
     code, stdout, stderr = invoke_cli(["upscale", tmp_path / "in.mp4", tmp_path / "out.mp4", "--memory-budget", value])
     assert code == 2 and "Traceback" not in stderr, stderr  # click's usage error, before the input is looked at
-    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--memory-budget" in errors[0] and repr(value) in errors[0], stderr
     assert "does not exist" not in stderr and not (tmp_path / "out.mp4").exists()
 

@@ -170,7 +170,7 @@ def test_bad_video_requests_are_usage_errors(tmp_path, tiny_x2_path, args, words
     args = [str(out / a) if a.startswith("c.") else a for a in args]
     result = invoke_cli(["compare", str(clip), "--model", str(tiny_x2_path), "--device", "cpu", *args])
     assert result.exit_code == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and words in errors[0], result.stderr
     assert list(out.iterdir()) == []
 

@@ -95,10 +95,17 @@ def test_existing_output_refused_unless_overwrite(tmp_path):
 def test_overwrite_of_a_folder_output(tmp_path):
     dest = tmp_path / "frames"
     dest.mkdir()
-    (dest / "old.png").write_bytes(b"x")
+    (dest / "frame_000009.png").write_bytes(b"x")  # frames an earlier run wrote
     with atomic_output(dest, overwrite=True, is_dir=True) as tmp:
         (tmp / "frame_000001.png").write_bytes(b"y")
     assert sorted(p.name for p in dest.iterdir()) == ["frame_000001.png"]
+    assert _leftovers(tmp_path) == []
+    # A folder with anything else in it is not replaced: replacing it would delete that too.
+    (dest / "old.png").write_bytes(b"x")
+    with pytest.raises(OutputError, match="'old.png'"):
+        with atomic_output(dest, overwrite=True, is_dir=True):
+            pass  # pragma: no cover
+    assert sorted(p.name for p in dest.iterdir()) == ["frame_000001.png", "old.png"]
     assert _leftovers(tmp_path) == []
 
 

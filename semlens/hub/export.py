@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from semlens.errors import DownloadError
+from semlens.errors import DownloadError, OutputError, OutputExistsError
 from semlens.hub.fetch import hub_endpoint, is_offline, sha256_file
 from semlens.hub.format import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes, read_meta_file, write_folder
 from semlens.hub.loading import load_model
@@ -158,6 +158,7 @@ def export_model(
     *,
     name: str | None = None,
     commit_message: str | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Write a Hub-ready folder for a model and optionally push it.
 
@@ -167,13 +168,20 @@ def export_model(
     ``out_dir`` receives ``model.safetensors``, ``config.json`` and ``README.md`` (``card``: the
     card's markdown text or a path to it; generated when ``None``). ``push`` is a Hub repo id
     (created if needed) to upload the folder to with ``HfApi().upload_folder``. ``name`` renames
-    the model in its config.
+    the model in its config. An ``out_dir`` that already holds one of the three files is refused
+    (:class:`~semlens.errors.OutputExistsError`) unless ``overwrite``; other files in it are kept.
     """
+    folder = Path(out_dir).expanduser()
+    existing = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME) if (folder / n).exists() or (folder / n).is_symlink()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{str(folder / existing[0])!r} already exists; pass overwrite=True (--overwrite) "
+                                f"to replace the model files in {str(folder)!r} or choose another folder")
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"output {str(folder)!r} exists and is a file; choose a folder path")
     loaded = load_model(checkpoint_or_model_path)
     meta = dict(loaded.meta)
     if name is not None:
         meta["name"] = name
-    folder = Path(out_dir).expanduser()
     state = {k: v.detach().cpu().contiguous().clone() for k, v in loaded.model.state_dict().items()}
     write_folder(folder, state, meta)
     weights, config = folder / WEIGHTS_NAME, folder / CONFIG_NAME

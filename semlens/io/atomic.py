@@ -79,6 +79,8 @@ def check_output_path(
     ``overwrite`` is false.
     """
     dest = Path(dest)
+    if dest.name in ("", ".", ".."):
+        raise OutputError(f"output {str(dest)!r} names no file or folder of its own; give a path such as out.mp4")
     if source is not None and _same_file(dest, Path(source)):
         raise OutputError(
             f"output {str(dest)!r} is the input; choose a different output path (the input is never overwritten)"
@@ -97,7 +99,39 @@ def check_output_path(
             raise OutputExistsError(
                 f"output {str(dest)!r} already exists; pass overwrite=True (--overwrite) to replace it or choose another path"
             )
+        if dest.is_dir() and not dest.is_symlink():
+            _check_replaceable_folder(dest, source)
     return dest
+
+
+#: The names of the files semlens writes into a folder of frames (``frame_000001.png``, ...).
+_FRAME_FILE_RE = re.compile(r"^frame_\d{6,}\.png$")
+
+
+def _check_replaceable_folder(dest: Path, source: PathLike | None) -> None:
+    """Refuse to replace folder ``dest`` unless it is a folder of frames semlens wrote: only
+    ``frame_NNNNNN.png`` files, and not holding the input. Replacing a folder replaces all of it,
+    so a folder with anything else in it (the user's files, the input video) is never replaced."""
+    if source is not None:
+        try:
+            inside = Path(source).resolve().is_relative_to(dest.resolve())
+        except OSError:
+            inside = False
+        if inside:
+            raise OutputError(
+                f"output folder {str(dest)!r} holds the input; choose a different output path (the input is never overwritten)"
+            )
+    try:
+        entries = sorted(os.scandir(dest), key=lambda e: e.name)
+    except OSError as exc:
+        raise OutputError(f"cannot read output folder {str(dest)!r} ({exc.strerror or exc}); choose another output path") from exc
+    foreign = [e.name for e in entries
+               if not (_FRAME_FILE_RE.match(e.name) and e.is_file(follow_symlinks=False))]
+    if foreign:
+        raise OutputError(
+            f"output folder {str(dest)!r} holds files semlens did not write (such as {foreign[0]!r}); "
+            f"--overwrite replaces only a folder of frames: choose another output path"
+        )
 
 
 def _remove(path: Path) -> None:
@@ -212,6 +246,8 @@ def _commit(tmp: Path, dest: Path, *, overwrite: bool, is_dir: bool) -> None:
         raise OutputExistsError(
             f"output {str(dest)!r} appeared while writing; pass overwrite=True (--overwrite) to replace it"
         )
+    if exists and dest.is_dir() and not dest.is_symlink():
+        _check_replaceable_folder(dest, None)  # again: files may have been added while writing
     try:
         if exists and (is_dir or dest.is_dir()) and not dest.is_symlink():
             # os.replace cannot replace a non-empty folder: move the old one aside first.

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_CRF",
     "DEFAULT_PRESET",
     "OutputWarning",
+    "check_encoder_settings",
     "choose_pix_fmt",
     "codec_options",
     "container_hint",
@@ -202,6 +203,28 @@ def choose_pix_fmt(
             stacklevel=3,
         )
     return chosen
+
+
+#: x264 / x265 preset names, fastest first.
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+# The crf range each encoder takes (others ignore crf).
+_CRF_RANGES = {"libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (0, 63), "libvpx-vp9": (0, 63)}
+
+
+def check_encoder_settings(codec: str, crf: int | float | None, preset: str | None) -> None:
+    """Raise ValueError (one line) for a ``crf`` or ``preset`` that the encoder ``codec`` (a name
+    :func:`resolve_codec` gives) does not take, before any frame is made; settings an encoder
+    ignores pass."""
+    low, high = _CRF_RANGES.get(codec, (None, None))
+    if crf is not None and low is not None and not low <= crf <= high:
+        raise ValueError(f"crf {crf:g} is outside {codec}'s range {low}-{high}")
+    if not preset:
+        return
+    if codec in ("libx264", "libx265") and preset not in X26X_PRESETS:
+        raise ValueError(f"{codec} has no preset {preset!r}; use one of {', '.join(X26X_PRESETS)}")
+    if codec == "libsvtav1" and preset not in _SVT_PRESETS and not (preset.isdigit() and 0 <= int(preset) <= 13):
+        raise ValueError(f"libsvtav1 has no preset {preset!r}; use an x264 name ({', '.join(_SVT_PRESETS)}) or 0-13")
 
 
 def codec_options(codec: str, crf: int | float | None, preset: str | None) -> dict[str, str]:

@@ -53,6 +53,8 @@ def copy_tags(tags: dict[str, str], into: dict[str, Any]) -> None:
 
 # How far past the end of the copied part packets are still read (streams interleave loosely).
 _READ_PAST_END = 5
+# Muxers that accept PCM audio and its header but cannot finish the file with it.
+_NO_PCM = frozenset({"mp4"})
 
 
 def ts_of(packet: Any) -> int:
@@ -125,8 +127,15 @@ class StreamCopier:
             except AV_ERRORS:
                 pass
         packet_streams = []
+        container = self._out.format.name.split(",")[0]
         for s in wanted:
             label = f"#{s.index} {s.type} {codec_name(s)}"
+            if container in _NO_PCM and codec_name(s).startswith("pcm_"):
+                # The muxer takes the stream and its header, then fails to finish the file: say so now.
+                self.skipped_streams.append(label)
+                warnings.warn(OutputWarning(f"{label} not copied: the {container} container cannot hold PCM audio; "
+                                            f"use .mkv or .mov to keep it"), stacklevel=5)
+                continue
             try:
                 o = self._out.add_stream_from_template(s)
             except AV_ERRORS as exc:

@@ -55,6 +55,7 @@ from .encoding import (
     DEFAULT_CRF,
     DEFAULT_PRESET,
     OutputWarning,
+    check_encoder_settings,
     choose_pix_fmt,
     codec_options,
     container_hint,
@@ -158,6 +159,8 @@ class VideoWriter:
         self.source = source
         self.source_path = Path(source_path) if source_path is not None else None
         self.codec = codec_name(template) if template is not None else resolve_codec(codec)
+        if template is None:
+            check_encoder_settings(self.codec, crf, preset)
         if self.codec == "libsvtav1":
             os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints pages of info to stderr otherwise
         depth = source.bit_depth if source is not None else 8
