@@ -63,6 +63,9 @@ class UpscaleResult:
     error: str | None = None
     exit_code: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: The input was cut short or damaged: ``frames`` are the ones that decoded (the output holds
+    #: those, a valid video; ``warnings`` says so). The command line exits non-zero for it.
+    truncated: bool = False
 
     @property
     def fps(self) -> float:
@@ -582,6 +585,7 @@ class SemanticLensUpscaler:
                 if result.frames == 0:
                     raise InvalidInputError(f"no frame could be decoded from {str(src)!r}")
             if getattr(reader, "truncated", False):  # the reader has warned (TruncatedInputWarning)
+                result.truncated = True
                 result.warnings.append(f"{src.name}: the file is truncated or damaged; upscaled the "
                                        f"{result.frames} frames that decode")
         result.seconds = time.perf_counter() - started

@@ -79,7 +79,8 @@ def _build_upscaler(model: str | None, scale: int | None, device: str, dtype: st
 @click.option("--pix-fmt", default=None, help="Output pixel format (default: yuv420p, 10-bit kept for 10-bit input).")
 @click.option("--no-audio", is_flag=True, help="Drop audio streams.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@click.option("--skip-existing", is_flag=True, help="Folders: skip outputs that exist and are complete.")
+@click.option("--skip-existing", is_flag=True,
+              help="Folders: skip outputs that exist and are complete (the others are written again).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Only the first N frames (audio and subtitles end with them).")
 @click.option("--preview", type=float, default=None, metavar="SECONDS",
@@ -205,7 +206,8 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
     def on_result(result: Any) -> None:
         progress.finish_file()
         for text in result.warnings:
-            notice(text)
+            if not result.truncated or "truncated" not in text:  # that one is in the errors at the end
+                notice(text)
 
     if not quiet:
         where = "on Ray" if use_ray else f"on {up.device}"
@@ -221,6 +223,10 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
             else:
                 result = up.upscale_video(input_path, output_path, overwrite=overwrite, progress=on_frame, **options)
             progress.finish_file()
+        if result.truncated:  # a bad input: said as an error, with a non-zero exit, the output kept
+            from semlens.errors import InvalidInputError
+
+            raise InvalidInputError(_truncation(result))
         for text in result.warnings:
             notice(text)
         if not quiet:
@@ -236,17 +242,25 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
             progress.finish_file()
             for r in results:
                 for text in r.warnings:
-                    notice(text)
+                    if not r.truncated or "truncated" not in text:
+                        notice(text)
         else:
             results = up.upscale_folder(input_path, output_path, skip_existing=skip_existing, overwrite=overwrite,
                                         on_start=on_start, on_result=on_result, progress=on_frame, **options)
-    failed = [r for r in results if r.status == "failed"]
+    failed = [r for r in results if r.status == "failed" or r.truncated]
     if not quiet:
         _summary(results, input_path, links_leaving(input_path, exclude=output_path))
     for r in failed:
-        click.echo(f"error: {r.input}: {cli_wording(r.error or '')}", err=True)
+        text = _truncation(r) if r.status != "failed" else f"{r.input}: {cli_wording(r.error or '')}"
+        click.echo(f"error: {text}", err=True)
     if failed:
-        raise BatchError(f"{len(failed)} of {len(results)} videos failed")
+        cut = sum(1 for r in failed if r.status != "failed")
+        raise BatchError(f"{len(failed)} of {len(results)} videos failed" + (f" ({cut} cut short)" if cut else ""))
+
+
+def _truncation(result: Any) -> str:
+    return (f"{result.input} is truncated or damaged: only its first {result.frames} frames decode; "
+            f"they were upscaled into {result.output}")
 
 
 def _start_seconds(text: str | None) -> float | None:
@@ -269,8 +283,9 @@ def _summary(results: list[Any], root: Path, links: list[Path]) -> None:
     for col in ("input", "status", "frames", "fps", "output"):
         table.add_column(col)
     for r in results:
-        colour = {"done": "green", "skipped": "yellow", "failed": "red"}[r.status]
-        table.add_row(str(r.input.relative_to(root)), f"[{colour}]{r.status}[/]", str(r.frames),
+        status = "cut short" if r.truncated and r.status == "done" else r.status
+        colour = {"done": "green", "skipped": "yellow", "failed": "red", "cut short": "red"}[status]
+        table.add_row(str(r.input.relative_to(root)), f"[{colour}]{status}[/]", str(r.frames),
                       f"{r.fps:.2f}" if r.frames else "-", str(r.output))
     for link in links:
         table.add_row(str(link.relative_to(root)), "[yellow]not followed[/]", "-", "-",

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from clips import make_clip, truncate_file
+from clips import make_clip, read_frames, truncate_file
 from conftest import assert_one_line_error, cli_env, invoke_cli, partials_under
 
-from semlens.errors import ExtraNotInstalledError, InputNotFoundError
+from semlens.errors import BatchError, ExtraNotInstalledError, InputNotFoundError, InvalidInputError
 from semlens_cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -131,15 +131,16 @@ def _warning_lines(stderr: str) -> list[str]:
     return [line for line in lines if line.startswith("warning: ")]
 
 
-def test_a_truncated_input_is_one_clean_warning(tmp_path, tiny_x2_path, run_cli):
+def test_a_truncated_input_is_one_clean_error_and_its_decodable_frames_are_kept(tmp_path, tiny_x2_path, run_cli):
     full = make_clip(tmp_path / "full.mkv", frames=10, size=(32, 24))
     src = truncate_file(full, 0.7, tmp_path / "cut.mkv")
-    code, stdout, stderr = run_cli(["upscale", src, tmp_path / "out.mkv", "--model", tiny_x2_path, *FAST])
-    assert code == 0, stderr
-    notes = _warning_lines(stderr)
-    assert len(notes) == 1 and "cut.mkv" in notes[0] and "truncated" in notes[0], stderr
-    code, stdout, stderr = run_cli(["upscale", src, tmp_path / "out2.mkv", "--model", tiny_x2_path, *FAST, "-q"])
-    assert code == 0 and stderr == "", stderr
+    for name, quiet in (("out.mkv", []), ("out2.mkv", ["-q"])):
+        code, stdout, stderr = run_cli(["upscale", src, tmp_path / name, "--model", tiny_x2_path, *FAST, *quiet])
+        assert code == InvalidInputError.exit_code, stderr  # a bad input: not a success
+        line = assert_one_line_error(stderr, contains="truncated or damaged", alone=bool(quiet))
+        assert "cut.mkv" in line and name in line and not _warning_lines(stderr)
+        frames, _, _ = read_frames(tmp_path / name)  # what decodes is upscaled, a valid video
+        assert 0 < len(frames) < 10 and f"first {len(frames)} frames" in line
 
 
 def test_audio_dropped_for_gif_is_one_clean_warning(tmp_path, tiny_x2_path, run_cli):
@@ -172,9 +173,11 @@ def test_folder_run_shows_each_files_warning(tmp_path, tiny_x2_path):
     truncate_file(full, 0.7, src / "a.mkv")
     truncate_file(full, 0.7, src / "b.mkv")
     code, stdout, stderr = invoke_cli(["upscale", src, tmp_path / "out", "--model", tiny_x2_path, *FAST])
-    assert code == 0, stderr
-    notes = _warning_lines(stderr)
-    assert len(notes) == 2 and "a.mkv" in notes[0] and "b.mkv" in notes[1], stderr
+    assert code == BatchError.exit_code, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 3 and "a.mkv" in errors[0] and "b.mkv" in errors[1], stderr
+    assert errors[2] == "error: 2 of 2 videos failed (2 cut short)" and not _warning_lines(stderr)
+    assert stdout.count("cut short") == 2 and (tmp_path / "out" / "a.mkv").exists()
 
 
 # -- folders --------------------------------------------------------------------------------------------
