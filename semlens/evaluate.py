@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from semlens.errors import InputNotFoundError, NothingToDoError
+from semlens.errors import InputNotFoundError, InvalidInputError, NothingToDoError
 from semlens.metrics import psnr_y, ssim_y, temporal_sq_error_y, tpsnr_from_errors
 from semlens.train.degrade import Degradation, bicubic_degrade
 
@@ -94,6 +94,14 @@ def evaluate_clip(name: str, hr_frames: Callable[[], Iterable[np.ndarray]], scal
     (only a window of them is in memory); other degradations work on the whole LR clip, which is
     then held in memory (1 / scale² of the HR frames)."""
     score = ClipScore(clip=name, frames=0)
+    first = next(iter(hr_frames()), None)
+    if first is not None:
+        # Scored inside a border of ``scale`` pixels, with SSIM's 11-pixel window.
+        need = -(-(2 * scale + 11) // scale) * scale
+        h, w = first.shape[:2]
+        if min(h, w) < need:
+            raise InvalidInputError(f"{name} is {w}x{h}: too small to score at x{scale} (each side needs at least "
+                                    f"{need} pixels)")
     lr_clip = None
     if degradation is not None and not degradation.is_bi:
         lr_clip = _degraded_clip(hr_frames(), scale, degradation)

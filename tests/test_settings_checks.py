@@ -77,3 +77,9 @@ def test_a_comparison_clip_goes_into_a_container_that_holds_h264(tmp_path, tiny_
     code, _, err = invoke_cli(["compare", clip, "--model", tiny_x2_path, "--video", "--out", tmp_path / name])
     assert code == 2 and ".mp4, .mkv or .mov" in err and "--codec" not in err, err
     assert not (tmp_path / name).exists()
+
+
+def test_eval_refuses_a_clip_too_small_to_score(tmp_path) -> None:
+    tiny = make_clip(tmp_path / "tiny.mkv", frames=2, size=(12, 12), codec="ffv1")
+    code, _, err = invoke_cli(["eval", tiny, "--scale", "2", "--no-baselines", "--threads", "1"])
+    assert code == 4 and "too small to score at x2" in assert_one_line_error(err, alone=False)
