@@ -56,6 +56,9 @@ class FileReport:
     tracks: tuple[Track, ...] = ()
     aux_bytes: int = 0  # payload bytes of the audio and subtitle streams
     average_fps: float | None = None  # frames per second between the first and the last timestamp
+    #: Why the file looks cut short or damaged (the container promises more frames or a longer
+    #: video than its packets hold), else None.
+    damage: str | None = None
 
     @property
     def fps(self) -> float | None:
@@ -85,6 +88,7 @@ class FileReport:
             "max_fps": self.max_fps,
             "colour": i.colour,
             "tracks": [asdict(t) for t in self.tracks],
+            "damage": self.damage,
         }
 
 
@@ -189,6 +193,7 @@ def describe_file(path: str | Path) -> FileReport:
             count += 1
             if packet.pts is not None:
                 stamps.append(int(packet.pts))
+        damage = _damage(stream, info, count, stamps)
     except AV_ERRORS as exc:
         raise InvalidInputError(f"input {str(path)!r} could not be read to the end ({describe(exc)})") from exc
     finally:
@@ -196,7 +201,27 @@ def describe_file(path: str | Path) -> FileReport:
     vfr, min_fps, max_fps, average = _timing(stamps, info.time_base)
     return FileReport(path=str(path), size_bytes=path.stat().st_size, info=info, frame_count=count, vfr=vfr,
                       min_fps=min_fps, max_fps=max_fps, tracks=tracks, aux_bytes=aux_bytes,
-                      average_fps=average)
+                      average_fps=average, damage=damage)
+
+
+def _damage(stream: Any, info: VideoInfo, count: int, stamps: list[int]) -> str | None:
+    """What says the file is cut short: fewer video packets than the container's frame count, or
+    packets that end well before the duration the container states (the test a reader makes at
+    the end of a run, here made before it)."""
+    from semlens.io.reader import promised_duration
+
+    if info.frame_count is not None and count < info.frame_count:
+        return f"it holds {count} of the {info.frame_count} frames its container lists"
+    if not stamps or not info.fps:
+        return None
+    promised = promised_duration(stream)
+    if not promised:
+        return None
+    frame_time = 1 / float(info.fps)
+    end = float((max(stamps) - (stream.start_time or 0)) * info.time_base) + frame_time
+    if end < promised - max(3 * frame_time, 0.02 * promised):
+        return f"its frames end at {end:.2f} s of the {promised:.2f} s its container states"
+    return None
 
 
 def estimate_run(upscaler: SemanticLensUpscaler, report: FileReport, *, sample_frames: int = 8,

@@ -86,6 +86,11 @@ def info_command(input_path: Path, scale: str | None, model: str | None, device:
     result: dict[str, Any] = report.to_dict()
     if not as_json:
         click.echo("\n".join(_lines(report)))
+    if report.damage is not None:
+        from semlens_cli.notices import notice
+
+        notice(f"{input_path.name} looks truncated or damaged: {report.damage}; upscaling it keeps only what decodes "
+               f"and exits with an error")
     if not no_estimate:
         from semlens_cli.upscale_commands import _build_upscaler
 

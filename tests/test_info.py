@@ -7,7 +7,7 @@ import json
 from fractions import Fraction
 
 import pytest
-from clips import make_clip, make_image_folder
+from clips import make_clip, make_image_folder, truncate_file
 from conftest import invoke_cli
 
 from semlens.describe import describe_file, estimate_run
@@ -105,3 +105,33 @@ def test_missing_input_is_exit_3(tmp_path):
     out = invoke_cli(["info", str(tmp_path / "nope.mp4")])
     assert out.exit_code == 3
     assert out.stderr.startswith("error:")
+
+
+def _index_first(src, dst):
+    """``src`` remuxed into an mp4 whose index (moov) comes first: cut short, it still opens."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return dst
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_file_cut_short_is_said_before_any_run(tmp_path, suffix):
+    whole = make_clip(tmp_path / "whole.mkv", frames=40, size=(32, 24))
+    if suffix == ".mp4":
+        whole = _index_first(whole, tmp_path / "whole.mp4")
+    assert describe_file(whole).damage is None
+    out = invoke_cli(["info", str(whole), "--no-estimate"])
+    assert out.exit_code == 0 and "warning" not in out.stderr
+    cut = truncate_file(whole, 0.5, tmp_path / f"cut{suffix}")
+    report = describe_file(cut)
+    assert report.damage is not None and report.frame_count < 40
+    out = invoke_cli(["info", str(cut), "--no-estimate", "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["damage"] == report.damage
+    notes = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(notes) == 1 and notes[0].startswith("warning: cut") and "truncated or damaged" in notes[0]

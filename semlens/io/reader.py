@@ -228,7 +228,7 @@ class VideoReader:
         if last_pts is None or not info.fps:
             return
         try:
-            promised = _promised_duration(stream)
+            promised = promised_duration(stream)
             start = stream.start_time or 0
         except AV_ERRORS:
             return
@@ -240,7 +240,7 @@ class VideoReader:
             self._problem(f"decoded {decoded_end:.2f}s of a {promised:.2f}s stream")
 
 
-def _promised_duration(stream: Any) -> float | None:
+def promised_duration(stream: Any) -> float | None:
     """The video stream's duration in seconds as the container states it: the stream's own
     duration, Matroska's per-stream ``DURATION`` tag, or the container's duration when the video is
     its only stream (with other streams it may be the audio's length)."""
