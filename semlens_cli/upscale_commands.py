@@ -175,6 +175,9 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
                                      param_hint="--start")
         check_output_path(output_path, source=input_path, overwrite=overwrite,
                           is_dir=output_path.suffix.lower() not in VIDEO_EXTENSIONS)
+        if output_path.suffix and output_path.suffix.lower() not in VIDEO_EXTENSIONS and not output_path.is_dir():
+            notice(f"{output_path.name!r} has no video extension: writing a folder of PNG frames there "
+                   f"(name it .mp4, .mkv or .mov for a video)")
     ray_options: Any = None
     if use_ray:  # the driver only loads the weights; each worker resolves --device, --dtype, --compile
         # and --batch-windows on its own device

@@ -83,3 +83,12 @@ def test_eval_refuses_a_clip_too_small_to_score(tmp_path) -> None:
     tiny = make_clip(tmp_path / "tiny.mkv", frames=2, size=(12, 12), codec="ffv1")
     code, _, err = invoke_cli(["eval", tiny, "--scale", "2", "--no-baselines", "--threads", "1"])
     assert code == 4 and "too small to score at x2" in assert_one_line_error(err, alone=False)
+
+
+def test_an_output_name_that_is_no_video_says_it_becomes_a_folder_of_frames(tmp_path, tiny_x2_path) -> None:
+    clip = make_clip(tmp_path / "in.mp4", frames=2, size=(32, 24))
+    code, _, err = invoke_cli(["upscale", clip, tmp_path / "a.xyz", "--model", tiny_x2_path, "--threads", "1"])
+    assert code == 0 and "'a.xyz' has no video extension: writing a folder of PNG frames" in err, err
+    assert sorted(p.name for p in (tmp_path / "a.xyz").iterdir()) == ["frame_000001.png", "frame_000002.png"]
+    code, _, err = invoke_cli(["upscale", clip, tmp_path / "frames", "--model", tiny_x2_path, "--threads", "1"])
+    assert code == 0 and "warning" not in err  # a plain folder name is what it says
