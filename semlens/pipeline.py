@@ -140,6 +140,8 @@ def _check_frame(frame: np.ndarray, first: np.ndarray | None) -> np.ndarray:
     if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
         shape = getattr(frame, "shape", None)
         raise InvalidInputError(f"frames must be (H, W, 3) RGB arrays, got shape {shape}")
+    if min(frame.shape[:2]) < 1:
+        raise InvalidInputError(f"frames must be at least 1x1 pixels, got shape {frame.shape}")
     if frame.dtype not in (np.uint8, np.uint16):
         raise InvalidInputError(f"frames must be uint8 or uint16, got {frame.dtype}")
     if first is not None and (frame.shape != first.shape or frame.dtype != first.dtype):

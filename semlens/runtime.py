@@ -74,8 +74,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             dev = torch.device(device)
         except RuntimeError as exc:
             raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(device)!r} is not supported; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} asked for but CUDA is not available; use --device cpu")
+        raise ValueError(f"device {str(device)!r} asked for but CUDA is not available; use device='cpu'")
     if dev.type == "cuda" and dev.index is not None:
         count = torch.cuda.device_count()
         if dev.index >= count:

@@ -88,9 +88,9 @@ def check_task_device(device: str, gpus_per_task: float | None) -> None:
         raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
     visible = max(1, math.ceil(gpus_per_task)) if gpus_per_task else 1
     if dev.type == "cuda" and dev.index is not None and dev.index >= visible:
-        raise ValueError(f"--device {device} cannot be used on Ray: each task sees only the GPU{'s' if visible > 1 else ''} "
+        raise ValueError(f"device={device!r} cannot be used on Ray: each task sees only the GPU{'s' if visible > 1 else ''} "
                          f"Ray gives it, as cuda:0{f' to cuda:{visible - 1}' if visible > 1 else ''}; "
-                         "use --device cuda (Ray picks the GPU)")
+                         "use device='cuda' (Ray picks the GPU)")
 
 
 def task_memory_budget(budget: int | None, device: torch.device, gpus: float,
@@ -128,6 +128,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     """``auto``: float16 autocast on CUDA, float32 elsewhere. ``None`` means float32. bfloat16 on a
     CUDA device needs the device's support for it (compute capability 8.0 and up)."""
     if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype {dtype} cannot run the network; use auto, fp32, fp16 or bf16")
         resolved: torch.dtype | None = None if dtype == torch.float32 else dtype
     elif dtype in (None, "auto"):
         return torch.float16 if device.type == "cuda" else None
@@ -137,7 +139,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         resolved = _DTYPES[dtype]
     if resolved == torch.bfloat16 and device.type == "cuda" and not _cuda_bf16(device):
         raise ValueError(f"{device} does not support bf16 (it needs compute capability 8.0 or newer); "
-                         "use --dtype fp16 or fp32")
+                         "use dtype='fp16' or dtype='fp32'")
     return resolved
 
 
@@ -175,7 +177,7 @@ def default_model_name(scale: int) -> str:
 
     if scale not in DEFAULT_MODELS:
         shipped = " and ".join(str(s) for s in sorted(DEFAULT_MODELS))
-        raise ModelNotFoundError(f"no shipped model for scale {scale}; shipped scales are {shipped} (or pass --model)")
+        raise ModelNotFoundError(f"no shipped model for scale {scale}; shipped scales are {shipped} (or name a model)")
     return DEFAULT_MODELS[scale]
 
 
@@ -364,11 +366,21 @@ class _Part:
         return open_source(src)
 
     def total(self, info: Any) -> int | None:
+        """The number of frames the part holds, as far as the container says (for progress): the
+        frames from ``start`` on, at most ``seconds`` of them (within the video's duration) and at
+        most ``max_frames``; ``None`` when the container gives no count and nothing bounds it."""
         total = info.frame_count
-        if self.seconds is not None and info.fps:
-            total = min(total or 1 << 62, max(1, round(self.seconds * info.fps)))
+        rate = float(info.fps) if info.fps else None
+        if self.start and rate:
+            if total is not None:
+                total = max(0, total - round(self.start * rate))
+            elif info.duration:
+                total = max(0, round((info.duration - self.start) * rate))
+        if self.seconds is not None and rate:
+            span = self.seconds if not info.duration else min(self.seconds, max(0.0, info.duration - self.start))
+            total = min(1 << 62 if total is None else total, max(1, round(span * rate)))
         if self.max_frames is not None:
-            total = min(total or self.max_frames, self.max_frames)
+            total = min(self.max_frames if total is None else total, self.max_frames)
         return total
 
     def frames(self, reader: Any, info: Any) -> Iterator[Any]:
@@ -414,6 +426,9 @@ class SemanticLensUpscaler:
             from semlens.hub import load_extractor
 
             extractor = load_extractor(extractor)
+        elif not callable(extractor) or not hasattr(extractor, "name"):
+            raise TypeError(f"extractor must be an extractor's name (such as 'lite') or an extractor object, "
+                            f"got {extractor!r}")
         check_extractor_fits(model, extractor.name, (extractor.instance_dim, extractor.global_dim))
         self.model = model.to(self.device).eval()
         if self.device.type == "cuda":
@@ -433,7 +448,7 @@ class SemanticLensUpscaler:
             raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
         if 0 < tile <= tile_overlap:
             raise ValueError(f"tiles of {tile} pixels cannot share {tile_overlap} pixels with their neighbours; "
-                             f"use --tile {2 * tile_overlap} or more, or a smaller --tile-overlap")
+                             f"use tile={2 * tile_overlap} or more, or a smaller tile overlap")
         self.settings = StreamSettings(device=self.device, dtype=self.dtype, window=window, overlap=overlap,
                                        detect_cuts=detect_cuts, tile=tile, tile_overlap=tile_overlap,
                                        memory_budget=budget, batch_windows=batch_windows)
@@ -470,11 +485,13 @@ class SemanticLensUpscaler:
         from semlens.hub import load_model
         from semlens.hub.fetch import sha256_file
 
-        name = str(model) if model is not None else default_model_name(scale or 4)
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int)):
+            raise TypeError(f"scale must be a whole number such as 2 or 4, got {scale!r}")
+        name = str(model) if model is not None else default_model_name(4 if scale is None else scale)
         loaded = load_model(name, device="cpu")
         if scale is not None and loaded.scale != scale:
             raise ModelNotFoundError(f"model {name!r} upscales x{loaded.scale}, not x{scale}; "
-                                     f"drop --scale or pick a x{scale} model")
+                                     f"give no scale, or a x{scale} model")
         ext = extractor if extractor is not None else loaded.extractor
         if isinstance(ext, str) and not loaded.model.config.pooled_tokens:
             # checked before the extractor is built (a SAM checkpoint is large)
@@ -496,7 +513,9 @@ class SemanticLensUpscaler:
     def upscale_frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Upscale an iterable of ``(H, W, 3)`` uint8 (or uint16) RGB frames; yields
         ``(s*H, s*W, 3)`` frames of the same dtype, one per input frame, in order. The result does not
-        depend on how the iterable is chunked."""
+        depend on how the iterable is chunked. One upscaler runs one stream at a time: its extractor
+        follows the instances of the stream it is on, so two streams interleaved on one upscaler (two
+        generators advanced in turn, or two threads) disturb each other; give each its own upscaler."""
         return enhance_stream(frames, self.model, self.extractor, self.settings)
 
     # -- one video ---------------------------------------------------------------------------------
@@ -540,6 +559,9 @@ class SemanticLensUpscaler:
         part = _Part(start, seconds, max_frames)
         with part.open(src) as reader:
             info = reader.info
+            if start is not None and info.duration is not None and start >= info.duration:
+                raise ValueError(f"start={start:g} s is past the end of the video ({info.duration:.3f} s); "
+                                 f"give an earlier start")
             s = self.scale
             total = part.total(info)
             with atomic_output(dst, overwrite=overwrite, source=src, is_dir=not to_video) as tmp:

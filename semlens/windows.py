@@ -12,6 +12,7 @@ Every frame is emitted exactly once, in order.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -22,7 +23,15 @@ F = TypeVar("F")
 
 
 def check_window(window: int, overlap: int) -> None:
-    """Raise ``ValueError`` unless ``window >= 1``, ``overlap >= 0`` and at least one frame is emitted."""
+    """Raise ``ValueError`` unless ``window >= 1``, ``overlap >= 0`` and at least one frame is emitted
+    (``TypeError`` unless both are whole numbers)."""
+    for name, value in (("window", window), ("overlap", overlap)):
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            operator.index(value)  # int and NumPy integers; not floats or strings
+        except TypeError:
+            raise TypeError(f"{name} must be a whole number of frames, got {value!r}") from None
     if window < 1:
         raise ValueError(f"window must be at least 1 frame, got {window}")
     if overlap < 0:

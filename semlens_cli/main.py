@@ -57,8 +57,11 @@ class SemlensGroup(click.Group):
         except (OSError, ValueError, RuntimeError) as exc:
             if debug():
                 raise
+            from semlens_cli.wording import cli_wording
+
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            click.echo(f"error: {message}", err=True)
+            name = ctx.invoked_subcommand
+            click.echo(f"error: {cli_wording(message, self.get_command(ctx, name) if name else None)}", err=True)
             ctx.exit(1)
 
 

@@ -130,7 +130,7 @@ def _check_replaceable_folder(dest: Path, source: PathLike | None) -> None:
     if foreign:
         raise OutputError(
             f"output folder {str(dest)!r} holds files semlens did not write (such as {foreign[0]!r}); "
-            f"--overwrite replaces only a folder of frames: choose another output path"
+            f"overwrite=True replaces only a folder of frames: choose another output path"
         )
 
 

@@ -12,6 +12,8 @@ it is warm-started from the same row of the previous call.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -140,12 +142,15 @@ class LiteExtractor:
         b, t, _, h, w = frames.shape
         frames = frames.float()
         factor = min(1.0, self.work_size / max(h, w))
+        # At least one pixel a side: a very wide or tall frame would lose its short side.
+        # (``area`` is adaptive average pooling: the same pixels as ``scale_factor`` gives, floored.)
+        work = (max(1, math.floor(h * factor)), max(1, math.floor(w * factor)))
         # The clustering runs frame by frame at the working size (each frame starts from the last
         # one's centres); the full-resolution work runs on several frames at once.
         centres_per_frame = []
         for i in range(t):
             frame = frames[:, i]
-            small = F.interpolate(frame, scale_factor=factor, mode="area") if factor < 1.0 else frame
+            small = F.interpolate(frame, size=work, mode="area") if factor < 1.0 else frame
             feats_small = self._features(small)
             if self._centres is None or self._centres.shape[0] != b:
                 centres = self._kmeans(feats_small, self._initial_centres(feats_small), 3 * self.iterations)
