@@ -439,6 +439,8 @@ class SemanticLensUpscaler:
         self.weights_sha256: str | None = None
         if batch_windows < 0:
             raise ValueError(f"batch_windows must be >= 0 (0 = automatic), got {batch_windows}")
+        if tile < 0:
+            raise ValueError(f"tile must be >= 0 (0 = whole frames unless they exceed the memory budget), got {tile}")
         self.batch_windows_asked = batch_windows  # 0: automatic, resolved again where the work runs
         if batch_windows == 0:  # a CPU gains nothing from batching windows; a GPU is fuller with a few
             batch_windows = 4 if self.device.type == "cuda" else 1
@@ -544,6 +546,8 @@ class SemanticLensUpscaler:
         )
 
         src, dst = Path(src), Path(dst)
+        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)):
+            raise TypeError(f"max_frames must be a whole number of frames, got {max_frames!r}")
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be at least 1 (or None for all frames), got {max_frames}")
         if start is not None and not start >= 0:

@@ -42,6 +42,7 @@ def test_empty_frames_are_refused(tiny_upscaler) -> None:
     ({"extractor": 5}, TypeError, "extractor must be"),
     ({"device": "mps"}, ValueError, "not supported"),
     ({"dtype": torch.int8}, ValueError, "cannot run the network"),
+    ({"tile": -1}, ValueError, "tile must be >= 0"),
 ])
 def test_settings_that_cannot_work_are_refused(tiny_x2_path, kwargs, error, words) -> None:
     with pytest.raises(error, match=words):
@@ -67,6 +68,8 @@ def test_start_past_the_end_says_so_and_the_progress_total_counts_the_part(tmp_p
     clip = make_clip(tmp_path / "in.mp4", frames=10, size=(32, 24), fps=10)  # 1 s
     with pytest.raises(ValueError, match="past the end of the video"):
         tiny_upscaler.upscale_video(clip, tmp_path / "late.mp4", start=5)
+    with pytest.raises(TypeError, match="max_frames must be a whole number"):
+        tiny_upscaler.upscale_video(clip, tmp_path / "late.mp4", max_frames=2.5)
     assert not (tmp_path / "late.mp4").exists()
     calls: list[tuple[int, int | None]] = []
     result = tiny_upscaler.upscale_video(clip, tmp_path / "part.mp4", start=0.5, preset="ultrafast",
