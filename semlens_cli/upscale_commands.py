@@ -226,12 +226,13 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
             else:
                 result = up.upscale_video(input_path, output_path, overwrite=overwrite, progress=on_frame, **options)
             progress.finish_file()
+        for text in result.warnings:
+            if not result.truncated or "truncated" not in text:
+                notice(text)
         if result.truncated:  # a bad input: said as an error, with a non-zero exit, the output kept
             from semlens.errors import InvalidInputError
 
             raise InvalidInputError(_truncation(result))
-        for text in result.warnings:
-            notice(text)
         if not quiet:
             click.echo(f"{result.output}: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps)")
         return
