@@ -96,7 +96,7 @@ def test_bf16_needs_the_device_support(monkeypatch: pytest.MonkeyPatch) -> None:
 
     cuda = torch.device("cuda")
     _fake_cuda(monkeypatch, bf16=False)
-    with pytest.raises(ValueError, match="does not support bf16.*--dtype fp16"):
+    with pytest.raises(ValueError, match="does not support bf16.*dtype='fp16'"):
         resolve_dtype("bf16", cuda)
     with pytest.raises(ValueError, match="does not support bf16"):
         resolve_dtype(torch.bfloat16, cuda)
@@ -113,7 +113,7 @@ def test_ray_tasks_refuse_gpus_they_cannot_see() -> None:
         check_task_device(device, None)
     check_task_device("cuda:1", 2)
     for device, gpus in (("cuda:1", None), ("cuda:1", 1), ("cuda:1", 0.5), ("cuda:2", 2)):
-        with pytest.raises(ValueError, match="cannot be used on Ray.*--device cuda"):
+        with pytest.raises(ValueError, match="cannot be used on Ray.*device='cuda'"):
             check_task_device(device, gpus)
 
 
