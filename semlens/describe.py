@@ -167,6 +167,7 @@ def describe_file(path: str | Path) -> FileReport:
     stream, an exact frame count and the frame timing. Demuxes the file once, decodes one frame.
     Raises :class:`~semlens.errors.InputNotFoundError` / :class:`~semlens.errors.InvalidInputError`."""
     from semlens.io._av import AV_ERRORS, describe, open_input, pick_video_stream
+    from semlens.io.reader import shortfall
 
     path = Path(path)
     info = probe(path)
@@ -193,7 +194,7 @@ def describe_file(path: str | Path) -> FileReport:
             count += 1
             if packet.pts is not None:
                 stamps.append(int(packet.pts))
-        damage = _damage(stream, info, count, stamps)
+        damage = shortfall(info, stream, count, max(stamps) if stamps else None, "in the file")
     except AV_ERRORS as exc:
         raise InvalidInputError(f"input {str(path)!r} could not be read to the end ({describe(exc)})") from exc
     finally:
@@ -202,26 +203,6 @@ def describe_file(path: str | Path) -> FileReport:
     return FileReport(path=str(path), size_bytes=path.stat().st_size, info=info, frame_count=count, vfr=vfr,
                       min_fps=min_fps, max_fps=max_fps, tracks=tracks, aux_bytes=aux_bytes,
                       average_fps=average, damage=damage)
-
-
-def _damage(stream: Any, info: VideoInfo, count: int, stamps: list[int]) -> str | None:
-    """What says the file is cut short: fewer video packets than the container's frame count, or
-    packets that end well before the duration the container states (the test a reader makes at
-    the end of a run, here made before it)."""
-    from semlens.io.reader import promised_duration
-
-    if info.frame_count is not None and count < info.frame_count:
-        return f"it holds {count} of the {info.frame_count} frames its container lists"
-    if not stamps or not info.fps:
-        return None
-    promised = promised_duration(stream)
-    if not promised:
-        return None
-    frame_time = 1 / float(info.fps)
-    end = float((max(stamps) - (stream.start_time or 0)) * info.time_base) + frame_time
-    if end < promised - max(3 * frame_time, 0.02 * promised):
-        return f"its frames end at {end:.2f} s of the {promised:.2f} s its container states"
-    return None
 
 
 def estimate_run(upscaler: SemanticLensUpscaler, report: FileReport, *, sample_frames: int = 8,

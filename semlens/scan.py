@@ -8,11 +8,17 @@ from pathlib import Path
 __all__ = ["find_videos", "links_leaving", "top_level_videos"]
 
 
+def _video_name(path: Path) -> bool:
+    """A video file's name (a known video extension), and not a partial output's."""
+    from semlens.io import PARTIAL_MARKER, VIDEO_EXTENSIONS
+
+    return path.suffix.lower() in VIDEO_EXTENSIONS and PARTIAL_MARKER not in path.name
+
+
 def _video_names(folder: Path, exclude: Path | None = None) -> tuple[list[Path], list[Path]]:
     """``(inside, leaving)``: video files under ``folder`` (recursive, sorted, partial outputs left
     out), split into those inside it and the links that point out of it. The folder ``exclude``
     (a run's output folder inside its input folder) is not entered."""
-    from semlens.io import PARTIAL_MARKER, VIDEO_EXTENSIONS
 
     root = folder.resolve()
     skip = exclude.resolve() if exclude is not None else None
@@ -24,7 +30,7 @@ def _video_names(folder: Path, exclude: Path | None = None) -> tuple[list[Path],
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if path.suffix.lower() not in VIDEO_EXTENSIONS or PARTIAL_MARKER in name:
+            if not _video_name(path):
                 continue
             try:
                 path.resolve().relative_to(root)
@@ -51,10 +57,7 @@ def links_leaving(folder: Path, exclude: Path | None = None) -> list[Path]:
 def top_level_videos(folder: Path) -> list[Path]:
     """The video files directly in ``folder`` (sorted): a folder holding videos is a folder of
     videos even when it also holds pictures (a thumbnail, a poster)."""
-    from semlens.io import PARTIAL_MARKER, VIDEO_EXTENSIONS
-
     try:
-        return sorted(p for p in folder.iterdir()
-                      if p.suffix.lower() in VIDEO_EXTENSIONS and PARTIAL_MARKER not in p.name and p.is_file())
+        return sorted(p for p in folder.iterdir() if _video_name(p) and p.is_file())
     except OSError:
         return []

@@ -150,7 +150,8 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
         raise click.BadParameter(str(exc), param_hint="--crf/--preset") from None
     # A folder is a folder of frames when it holds pictures and no video of its own; a folder of
     # videos may hold pictures too (a poster, a thumbnail), which are left alone.
-    folder_of_videos = input_path.is_dir() and (not is_image_folder(input_path) or bool(top_level_videos(input_path)))
+    has_images = is_image_folder(input_path)
+    folder_of_videos = input_path.is_dir() and (not has_images or bool(top_level_videos(input_path)))
     if folder_of_videos:
         from semlens.io import VIDEO_EXTENSIONS
 
@@ -161,7 +162,7 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
             from semlens.errors import NothingToDoError
 
             raise NothingToDoError(f"no videos found in {str(input_path)!r}; nothing to do")
-        if is_image_folder(input_path):
+        if has_images:
             notice(f"{str(input_path)!r} holds videos and pictures: upscaling the videos (a folder of frames must "
                    f"hold frames only)")
     if not folder_of_videos:
@@ -208,9 +209,7 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
 
     def on_result(result: Any) -> None:
         progress.finish_file()
-        for text in result.warnings:
-            if not result.truncated or "truncated" not in text:  # that one is in the errors at the end
-                notice(text)
+        _notices(result)
 
     if not quiet:
         where = "on Ray" if use_ray else f"on {up.device}"
@@ -226,9 +225,7 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
             else:
                 result = up.upscale_video(input_path, output_path, overwrite=overwrite, progress=on_frame, **options)
             progress.finish_file()
-        for text in result.warnings:
-            if not result.truncated or "truncated" not in text:
-                notice(text)
+        _notices(result)
         if result.truncated:  # a bad input: said as an error, with a non-zero exit, the output kept
             from semlens.errors import InvalidInputError
 
@@ -245,9 +242,7 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
                                         progress=on_frame, executor=RayExecutor(ray_options), **options)
             progress.finish_file()
             for r in results:
-                for text in r.warnings:
-                    if not r.truncated or "truncated" not in text:
-                        notice(text)
+                _notices(r)
         else:
             results = up.upscale_folder(input_path, output_path, skip_existing=skip_existing, overwrite=overwrite,
                                         on_start=on_start, on_result=on_result, progress=on_frame, **options)
@@ -260,6 +255,13 @@ def upscale_command(input_path: Path, output_path: Path, scale: str | None, mode
     if failed:
         cut = sum(1 for r in failed if r.status != "failed")
         raise BatchError(f"{len(failed)} of {len(results)} videos failed" + (f" ({cut} cut short)" if cut else ""))
+
+
+def _notices(result: Any) -> None:
+    """A run's warnings as notices, less the one about a truncated input: that one is its error."""
+    for text in result.warnings:
+        if not result.truncated or "truncated" not in text:
+            notice(text)
 
 
 def _truncation(result: Any) -> str:

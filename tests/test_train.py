@@ -616,6 +616,8 @@ def test_train_only_trains_the_named_parts_and_keeps_the_rest(tmp_path, monkeypa
     # Every parameter belongs to exactly one part.
     parts = [set(trainable_names(base, [part])) for part in TRAINABLE_PARTS]
     assert sum(len(p) for p in parts) == len(set().union(*parts)) == len(list(base.parameters()))
+    option = next(p for p in cli.commands["train"].params if p.name == "train_only")
+    assert list(option.type.choices) == list(TRAINABLE_PARTS)  # the command offers every part, and only those
     save_model(tmp_path / "base.safetensors", base)
     monkeypatch.setattr(data, "builtin_sources", lambda split: (photos(), []))
     args = ["train", str(tmp_path / "run"), "--scale", "2", "--iterations", "3", "--batch", "2", "--patch", "8",

@@ -220,24 +220,33 @@ class VideoReader:
 
     def _check_complete(self, stream: Any, last_pts: int | None) -> None:
         """Flag a file whose container promised more than what decoded."""
-        info = self.info
-        expected = info.frame_count
-        if expected is not None and self.frames_read < expected:
-            self._problem(f"only {self.frames_read} of {expected} frames decoded")
-            return
-        if last_pts is None or not info.fps:
-            return
-        try:
-            promised = promised_duration(stream)
-            start = stream.start_time or 0
-        except AV_ERRORS:
-            return
-        if not promised:
-            return
-        frame_time = 1 / float(info.fps)
-        decoded_end = float((last_pts - start) * info.time_base) + frame_time
-        if decoded_end < promised - max(3 * frame_time, 0.02 * promised):
-            self._problem(f"decoded {decoded_end:.2f}s of a {promised:.2f}s stream")
+        problem = shortfall(self.info, stream, self.frames_read, last_pts, "decoded")
+        if problem is not None:
+            self._problem(problem)
+
+
+def shortfall(info: Any, stream: Any, frames: int, last_pts: int | None, verb: str) -> str | None:
+    """Why a video stream holds less than its container promised, or ``None``: fewer ``frames``
+    than the container's count, or frames ending (``last_pts``, the latest timestamp) well before
+    the duration it states. ``verb`` says what was counted ("decoded", "in the file"). The test
+    the reader makes at the end of a run, and ``semlens info`` before one."""
+    expected = info.frame_count
+    if expected is not None and frames < expected:
+        return f"only {frames} of {expected} frames {verb}"
+    if last_pts is None or not info.fps:
+        return None
+    try:
+        promised = promised_duration(stream)
+        start = stream.start_time or 0
+    except AV_ERRORS:
+        return None
+    if not promised:
+        return None
+    frame_time = 1 / float(info.fps)
+    end = float((last_pts - start) * info.time_base) + frame_time
+    if end < promised - max(3 * frame_time, 0.02 * promised):
+        return f"its frames end at {end:.2f}s of a {promised:.2f}s stream"
+    return None
 
 
 def promised_duration(stream: Any) -> float | None:
